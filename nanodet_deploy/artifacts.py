@@ -1,0 +1,162 @@
+"""meta.json: the contract between the exporter and every runtime.
+
+An export folder holds the model files and a ``meta.json`` that says everything a runtime
+needs: class names, strides, center offset, reg_max, input size, normalization, output
+layout and the file and blob names. Runtimes read only this file. NumPy-free, torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+META_FILE = "meta.json"
+META_FORMAT = 1
+OUTPUT_DECODED = "decoded"  # (N, P, C + 4): sigmoid scores, distances l, t, r, b in stride units
+OUTPUT_RAW = "raw"  # (N, P, C + 4 * (reg_max + 1)): sigmoid scores, raw distribution logits
+OUTPUT_LAYOUTS = (OUTPUT_DECODED, OUTPUT_RAW)
+
+
+class MetaError(ValueError):
+    """meta.json is missing, malformed or does not match the model files."""
+
+
+@dataclass(frozen=True)
+class ExportMeta:
+    model_name: str
+    class_names: tuple[str, ...]
+    strides: tuple[int, ...]
+    center_offset: float
+    reg_max: int
+    input_hw: tuple[int, int]  # the size the model was exported (and verified) at
+    size_multiple: int  # input H and W must be multiples of this (deepest backbone stride, 32)
+    mean_bgr: tuple[float, float, float]
+    std_bgr: tuple[float, float, float]
+    output_layout: str = OUTPUT_DECODED
+    color_order: str = "BGR"
+    normalize_folded: bool = False
+    dynamic_axes: tuple[str, ...] = ()  # for ONNX: subset of ("batch", "height", "width")
+    opset: int | None = None
+    precision: dict[str, str] = field(default_factory=dict)  # {"onnx": "fp32", "ncnn": "fp16"}
+    files: dict[str, str] = field(default_factory=dict)  # {"onnx": "model.onnx", "ncnn_param": ...}
+    input_name: str = "images"
+    output_name: str = "output"
+    ncnn_input_name: str = "in0"
+    ncnn_output_name: str = "out0"
+    nanodet_deploy_version: str = ""
+    checkpoint_sha256: str | None = None
+    random_weights: bool = False
+    format_version: int = META_FORMAT
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def output_channels(self) -> int:
+        if self.output_layout == OUTPUT_RAW:
+            return self.num_classes + 4 * (self.reg_max + 1)
+        return self.num_classes + 4
+
+    def num_points(self, input_hw: tuple[int, int]) -> int:
+        h, w = input_hw
+        return sum(-(-h // s) * -(-w // s) for s in self.strides)
+
+    def check_input_hw(self, input_hw: tuple[int, int]) -> None:
+        m = self.size_multiple
+        h, w = input_hw
+        if h <= 0 or w <= 0 or h % m or w % m:
+            raise ValueError(
+                f"input size {h}x{w} (HxW) is not a positive multiple of {m} (the deepest "
+                f"backbone stride of {self.model_name})"
+            )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("class_names", "strides", "input_hw", "mean_bgr", "std_bgr", "dynamic_axes"):
+            d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = META_FILE) -> ExportMeta:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MetaError(f"{source}: unknown keys {unknown}")
+        required = [
+            "model_name",
+            "class_names",
+            "strides",
+            "center_offset",
+            "reg_max",
+            "input_hw",
+            "size_multiple",
+            "mean_bgr",
+            "std_bgr",
+        ]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise MetaError(f"{source}: missing keys {missing}")
+        if data.get("format_version", META_FORMAT) > META_FORMAT:
+            raise MetaError(
+                f"{source}: format_version {data['format_version']} is newer than this "
+                f"nanodet-deploy understands ({META_FORMAT}); upgrade nanodet-deploy"
+            )
+        d = dict(data)
+        for key in ("class_names", "strides", "input_hw", "mean_bgr", "std_bgr", "dynamic_axes"):
+            if key in d:
+                d[key] = tuple(d[key])
+        d["strides"] = tuple(int(s) for s in d["strides"])
+        d["input_hw"] = tuple(int(s) for s in d["input_hw"])
+        meta = cls(**d)
+        if meta.output_layout not in OUTPUT_LAYOUTS:
+            raise MetaError(f"{source}: output_layout must be one of {OUTPUT_LAYOUTS}")
+        if meta.color_order not in ("BGR", "RGB"):
+            raise MetaError(f"{source}: color_order must be BGR or RGB")
+        if len(meta.input_hw) != 2 or not meta.strides or not meta.class_names:
+            raise MetaError(f"{source}: input_hw needs 2 values; strides and class_names non-empty")
+        return meta
+
+
+def read_meta(export_dir: str | os.PathLike) -> ExportMeta:
+    """Read ``meta.json`` from an export folder, with a clear error naming the file."""
+    path = Path(export_dir) / META_FILE
+    if not Path(export_dir).is_dir():
+        raise MetaError(f"{export_dir}: not an export folder (no such directory)")
+    if not path.is_file():
+        raise MetaError(
+            f"{path}: missing; an export folder needs the meta.json written by nanodet-export"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MetaError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise MetaError(f"{path}: expected a JSON object")
+    try:
+        return ExportMeta.from_dict(data, source=str(path))
+    except TypeError as exc:
+        raise MetaError(f"{path}: {exc}") from exc
+
+
+def write_json_atomic(path: str | os.PathLike, data: object) -> None:
+    """Write JSON to ``path`` through a temp file + rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_meta(export_dir: str | os.PathLike, meta: ExportMeta) -> Path:
+    path = Path(export_dir) / META_FILE
+    write_json_atomic(path, meta.to_dict())
+    return path

@@ -1,0 +1,29 @@
+"""Command-line interface: the only module that wires everything together.
+
+Each command lives in its own module and imports heavy dependencies (torch, onnx, pnnx)
+inside the command, so the runtime-side commands work where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from nanodet_deploy.cli import info
+
+app = typer.Typer(
+    name="nanodet-deploy",
+    help="Train, export and run NanoDet detectors on mobile CPUs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """Train, export and run NanoDet detectors on mobile CPUs."""
+
+
+app.command("info")(info.info)
+
+export_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
