@@ -1,0 +1,365 @@
+"""Tests for nanodet_deploy.preprocess: modes, ResizeInfo, normalization, inputs, errors."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from nanodet_deploy.preprocess import (
+    MEAN_BGR,
+    STD_BGR,
+    ImageLoadError,
+    keep_ratio_hw,
+    load_image,
+    preprocess,
+    to_bgr,
+)
+
+MEAN = np.array(MEAN_BGR, np.float32)
+STD = np.array(STD_BGR, np.float32)
+
+
+def gradient_image(h: int, w: int) -> np.ndarray:
+    """A deterministic BGR uint8 image with structure in both directions."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([(x * 7) % 256, (y * 5) % 256, (x + y) % 256], axis=2).astype(np.uint8)
+
+
+def to_input(info, boxes_xyxy: np.ndarray) -> np.ndarray:
+    """Forward map of ResizeInfo (its documented definition)."""
+    out = np.array(boxes_xyxy, np.float64)
+    out[:, 0::2] = out[:, 0::2] * info.scale_xy[0] + info.offset_xy[0]
+    out[:, 1::2] = out[:, 1::2] * info.scale_xy[1] + info.offset_xy[1]
+    return out
+
+
+# --------------------------------------------------------------------------- modes and ResizeInfo
+@pytest.mark.parametrize(
+    ("mode", "tensor_hw", "content_hw", "offset_xy"),
+    [
+        ("pad", (224, 320), (205, 320), (0, 0)),
+        ("letterbox", (320, 320), (205, 320), (0, 57)),  # (320 - 205) // 2 = 57 on top
+        ("plain", (320, 320), (320, 320), (0, 0)),
+    ],
+)
+def test_mode_shapes_and_resize_info(mode, tensor_hw, content_hw, offset_xy):
+    image = gradient_image(417, 650)  # raccoon-1's size
+    tensor, info = preprocess(image, (320, 320), mode=mode)
+    assert tensor.shape == (1, 3, *tensor_hw)
+    assert tensor.dtype == np.float32 and tensor.flags.c_contiguous
+    assert info.src_hw == (417, 650) and info.input_hw == tensor_hw
+    assert info.content_hw == content_hw and info.offset_xy == offset_xy
+    assert info.scale_xy == (content_hw[1] / 650, content_hw[0] / 417)
+
+
+@pytest.mark.parametrize("mode", ["pad", "letterbox", "plain"])
+@pytest.mark.parametrize(
+    ("src_hw", "input_hw"),
+    [((417, 650), (320, 320)), ((480, 270), (416, 320)), ((100, 100), (64, 128))],
+)
+def test_resize_info_round_trip(mode, src_hw, input_hw):
+    _, info = preprocess(gradient_image(*src_hw), input_hw, mode=mode)
+    h, w = src_hw
+    boxes = np.array([[0, 0, w, h], [10.25, 20.5, 60.75, 90.125], [w / 3, h / 4, w / 2, h - 1]])
+    np.testing.assert_allclose(info.to_original(to_input(info, boxes)), boxes, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["pad", "letterbox", "plain"])
+def test_resize_info_maps_pixels_where_they_land(mode):
+    # a white rectangle on black: its edges in the tensor are where ResizeInfo says
+    image = np.zeros((300, 500, 3), np.uint8)
+    box = np.array([[100.0, 60.0, 300.0, 200.0]])
+    image[60:200, 100:300] = 255
+    tensor, info = preprocess(image, (256, 256), mode=mode, normalize=False)
+    bright = np.argwhere(tensor[0, 0] > 127.5)
+    (y1, x1), (y2, x2) = bright.min(axis=0), bright.max(axis=0) + 1
+    np.testing.assert_allclose([[x1, y1, x2, y2]], to_input(info, box), atol=1.0)
+
+
+def test_keep_ratio_size_matches_official_for_all_fixture_runs(reference_dir):
+    runs = json.loads((reference_dir / "nanodet-m_coco_detections.json").read_text())["runs"]
+    for run in runs:
+        size = run["input_size_cfg_wh"][0]
+        dst_w, dst_h = run["preprocess"]["dst_wh_after_warp"]
+        assert keep_ratio_hw(tuple(run["original_hw"]), (size, size)) == (dst_h, dst_w)
+    assert keep_ratio_hw((480, 720), (416, 416)) == (277, 415)  # official truncation
+    assert keep_ratio_hw((1, 10000), (320, 320)) == (1, 320)  # never 0
+
+
+def test_pad_mode_tensor_can_be_smaller_than_input_hw():
+    tensor, info = preprocess(gradient_image(100, 400), (320, 320), mode="pad")
+    assert info.content_hw == (80, 320) and tensor.shape == (1, 3, 96, 320)
+    tensor, _ = preprocess(gradient_image(100, 400), (320, 320), mode="pad", size_multiple=64)
+    assert tensor.shape == (1, 3, 128, 320)
+
+
+# --------------------------------------------------------------------------- normalization
+@pytest.mark.parametrize("mode", ["pad", "letterbox"])
+def test_normalization_and_zero_padding(mode):
+    bgr = np.array([10, 200, 255], np.uint8)
+    image = np.broadcast_to(bgr, (100, 300, 3)).copy()
+    tensor, info = preprocess(image, (128, 128), mode=mode)
+    (ch, cw), (x0, y0) = info.content_hw, (int(info.offset_xy[0]), int(info.offset_xy[1]))
+    expected = (bgr.astype(np.float64) - MEAN_BGR) / STD_BGR
+    content = tensor[0, :, y0 : y0 + ch, x0 : x0 + cw]
+    np.testing.assert_allclose(
+        content, np.broadcast_to(expected[:, None, None], content.shape), rtol=0, atol=1e-5
+    )
+    padding = np.ones(tensor.shape[2:], bool)
+    padding[y0 : y0 + ch, x0 : x0 + cw] = False
+    assert padding.sum() > 0
+    assert (tensor[0][:, padding] == 0.0).all()  # exactly zero, as official NanoDet
+
+
+def test_unnormalized_tensor_pads_with_the_mean_colour():
+    image = np.full((100, 300, 3), 7, np.uint8)
+    tensor, info = preprocess(image, (128, 128), mode="letterbox", normalize=False)
+    y0, ch = int(info.offset_xy[1]), info.content_hw[0]
+    assert y0 > 0
+    np.testing.assert_array_equal(tensor[0, :, 0, 0], MEAN)  # float32 mean: (x - mean) == 0
+    np.testing.assert_array_equal(tensor[0, :, y0 + ch, 5], MEAN)
+    assert (tensor[0, :, y0 : y0 + ch] == 7.0).all()
+    # the folded graph computes (x - mean) / std: the padding becomes exactly 0
+    assert ((tensor[0, :, 0] - MEAN[:, None]) / STD[:, None] == 0).all()
+
+
+def test_rgb_order_swaps_channels_and_statistics():
+    image = gradient_image(90, 130)
+    bgr, _ = preprocess(image, (96, 96), mode="letterbox")
+    rgb, _ = preprocess(image, (96, 96), mode="letterbox", color_order="RGB")
+    np.testing.assert_array_equal(rgb[0], bgr[0, ::-1])
+    raw_rgb, _ = preprocess(image, (96, 96), mode="letterbox", color_order="RGB", normalize=False)
+    np.testing.assert_array_equal(raw_rgb[0, :, 0, 0], MEAN[::-1])  # padding: swapped mean
+
+
+def test_normalization_matches_official_on_the_official_warp(reference_dir):
+    # the official pipeline warps with a sub-pixel shift; fed its warped image (so that no
+    # resize happens), our normalization and padding give the official tensor bit for bit
+    with np.load(reference_dir / "nanodet-m_coco_detections_io.npz") as npz:
+        ref, matrix = npz["raccoon-1_320_input"], npz["raccoon-1_320_warp_matrix"]
+    image = cv2.imread(str(reference_dir / "images" / "raccoon-1.jpg"))
+    warped = cv2.warpPerspective(image, matrix, dsize=(320, 205))
+    tensor, info = preprocess(warped, (320, 320), mode="pad")
+    assert info.content_hw == (205, 320) and tensor.shape == ref.shape
+    np.testing.assert_allclose(tensor, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("size", "official_shape"), [(320, (1, 3, 224, 320)), (416, (1, 3, 288, 416))]
+)
+def test_pad_mode_matches_official_network_input(reference_dir, size, official_shape):
+    with np.load(reference_dir / "nanodet-m_coco_detections_io.npz") as npz:
+        ref = npz[f"raccoon-1_{size}_input"]
+    tensor, info = preprocess(load_image(reference_dir / "images" / "raccoon-1.jpg"), (size, size))
+    assert tensor.shape == ref.shape == official_shape
+    ch, cw = info.content_hw
+    assert (tensor[0, :, ch:] == 0).all() and (ref[0, :, ch:] == 0).all()
+    # Official NanoDet resizes with warpPerspective around the image centre, which shifts the
+    # content by a fraction of a pixel (0.23 px at 320, 0.69 px at 416 here) against cv2.resize;
+    # on edges that moves values by up to ~4 std. On average it stays small: measured 0.061 /
+    # 0.056 (in std units) for raccoon-1 (<= 0.125 over all 10 runs); RGB order gives 0.22.
+    mean_abs_diff = np.abs(tensor - ref)[0, :, :ch, :cw].mean()
+    assert mean_abs_diff < 0.1
+    swapped = np.abs(tensor[:, ::-1] - ref)[0, :, :ch, :cw].mean()
+    assert swapped > 0.2  # the bound above can fail
+
+
+# --------------------------------------------------------------------------- input kinds
+def test_bgr_uint8_is_used_without_conversion():
+    image = gradient_image(20, 30)
+    assert to_bgr(image) is image
+
+
+@pytest.mark.parametrize("gray_shape", [(60, 80), (60, 80, 1)])
+def test_grayscale_is_replicated(gray_shape):
+    gray = gradient_image(60, 80)[:, :, 0]
+    tensor, _ = preprocess(gray.reshape(gray_shape), (64, 96))
+    expected, _ = preprocess(np.repeat(gray[:, :, None], 3, axis=2), (64, 96))
+    np.testing.assert_array_equal(tensor, expected)
+
+
+def test_bgra_drops_alpha():
+    bgr = gradient_image(60, 80)
+    bgra = np.dstack([bgr, np.full((60, 80), 3, np.uint8)])
+    np.testing.assert_array_equal(preprocess(bgra, (64, 96))[0], preprocess(bgr, (64, 96))[0])
+
+
+def test_16_bit_and_float_images_are_scaled_to_0_255():
+    image = gradient_image(64, 96)  # no resize at (64, 96): compares normalization only
+    expected, _ = preprocess(image, (64, 96), mode="plain")
+    as_16 = image.astype(np.uint16) * 257  # 255 -> 65535
+    np.testing.assert_allclose(preprocess(as_16, (64, 96), mode="plain")[0], expected, atol=1e-5)
+    as_f64 = image.astype(np.float64)
+    np.testing.assert_allclose(preprocess(as_f64, (64, 96), mode="plain")[0], expected, atol=1e-5)
+    resized_16, _ = preprocess(as_16, (32, 32))  # float resize: close to the uint8 one
+    np.testing.assert_allclose(resized_16, preprocess(image, (32, 32))[0], atol=0.02)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros(10, np.uint8), "HxW"),
+        (np.zeros((10, 10, 2), np.uint8), r"shape \(10, 10, 2\)"),
+        (np.zeros((10, 10, 5), np.uint8), "HxWx4"),
+        (np.zeros((0, 10, 3), np.uint8), "empty"),
+        (np.zeros((10, 10, 3), np.int32), "dtype int32"),
+        (np.zeros((10, 10, 3), bool), "dtype bool"),
+    ],
+)
+def test_bad_images_are_rejected(image, message):
+    with pytest.raises(ValueError, match=message):
+        preprocess(image, (32, 32))
+
+
+def test_bad_arguments_are_rejected():
+    image = gradient_image(20, 20)
+    with pytest.raises(TypeError, match="numpy array"):
+        preprocess([[1, 2]], (32, 32))
+    with pytest.raises(ValueError, match=r"300x320.*multiple of size_multiple=32"):
+        preprocess(image, (300, 320))
+    with pytest.raises(ValueError, match=r"320\.5x320.*integer"):
+        preprocess(image, (320.5, 320))
+    with pytest.raises(ValueError, match="multiple"):
+        preprocess(image, (352, 352), mode="plain", size_multiple=64)
+    with pytest.raises(ValueError, match="mode"):
+        preprocess(image, (32, 32), mode="stretch")
+    with pytest.raises(ValueError, match="color_order"):
+        preprocess(image, (32, 32), color_order="bgr")
+    with pytest.raises(ValueError, match="std"):
+        preprocess(image, (32, 32), std_bgr=(1.0, 0.0, 1.0))
+
+
+# --------------------------------------------------------------------------- load_image
+@pytest.fixture(scope="module")
+def jpeg_bytes(reference_dir) -> bytes:
+    return (reference_dir / "images" / "raccoon-1.jpg").read_bytes()
+
+
+def test_load_image_equals_cv2_imread(reference_dir):
+    path = reference_dir / "images" / "raccoon-1.jpg"
+    np.testing.assert_array_equal(load_image(path), cv2.imread(str(path)))
+    np.testing.assert_array_equal(load_image(str(path)), cv2.imread(str(path)))
+
+
+def test_load_image_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.jpg"):
+        load_image(tmp_path / "nope.jpg")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"just some text, not an image\n", "cannot decode"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "truncated PNG"),
+    ],
+)
+def test_load_image_non_images(tmp_path, content, message):
+    path = tmp_path / "fake.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageLoadError, match=f"fake.jpg.*{message}"):
+        load_image(path)
+
+
+def test_load_image_directory(tmp_path):
+    with pytest.raises(ImageLoadError, match="directory"):
+        load_image(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.95, -2])  # -2: only the end-of-image marker is lost
+def test_load_image_truncated_jpeg(tmp_path, jpeg_bytes, keep):
+    cut = len(jpeg_bytes) + keep if keep < 0 else int(len(jpeg_bytes) * keep)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(jpeg_bytes[:cut])
+    # cv2.imread itself returns a grey-filled image for this file (a warning on stderr only)
+    with pytest.raises(ImageLoadError, match=r"cut\.jpg.*truncated JPEG"):
+        load_image(path)
+
+
+JPEG_ENCODINGS = {
+    "baseline": [],
+    "progressive": [cv2.IMWRITE_JPEG_PROGRESSIVE, 1],
+    "restart-markers": [cv2.IMWRITE_JPEG_RST_INTERVAL, 4],
+    "optimized": [cv2.IMWRITE_JPEG_OPTIMIZE, 1],
+}
+
+
+@pytest.mark.parametrize("encoding", JPEG_ENCODINGS)
+@pytest.mark.parametrize("channels", [3, 1])
+def test_load_image_jpeg_structure_check(tmp_path, encoding, channels):
+    image = gradient_image(120, 90)
+    image = image if channels == 3 else image[:, :, 0]
+    ok, data = cv2.imencode(".jpg", image, JPEG_ENCODINGS[encoding])
+    assert ok
+    path = tmp_path / "x.jpg"
+    path.write_bytes(data.tobytes())
+    loaded = load_image(path)  # complete files pass the end-marker walk
+    assert loaded.shape == (120, 90, 3)
+    np.testing.assert_array_equal(loaded, cv2.imread(str(path)))
+    for cut in (len(data) // 3, len(data) - 2):
+        path.write_bytes(data.tobytes()[:cut])
+        with pytest.raises(ImageLoadError, match="truncated JPEG"):
+            load_image(path)
+
+
+def test_load_image_truncated_png(tmp_path):
+    ok, png = cv2.imencode(".png", gradient_image(50, 60))
+    assert ok
+    path = tmp_path / "cut.png"
+    path.write_bytes(png.tobytes()[:-20])
+    with pytest.raises(ImageLoadError, match=r"cut\.png.*truncated PNG"):
+        load_image(path)
+
+
+def test_load_image_accepts_bytes_after_jpeg_end(tmp_path, jpeg_bytes):
+    path = tmp_path / "motion.jpg"  # phone "motion photos" append a video after the JPEG
+    path.write_bytes(jpeg_bytes + b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    assert load_image(path).shape == (417, 650, 3)
+
+
+def test_load_image_applies_exif_orientation_like_imread(tmp_path, jpeg_bytes):
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1)
+    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack(">I", 0)  # orientation 6
+    app1 = b"Exif\x00\x00" + tiff
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(
+        jpeg_bytes[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg_bytes[2:]
+    )
+    image = load_image(path)
+    assert image.shape == (650, 417, 3)
+    np.testing.assert_array_equal(image, cv2.imread(str(path)))
+
+
+@pytest.mark.parametrize(
+    ("stored", "check"),
+    [
+        (np.arange(40 * 50, dtype=np.uint16).reshape(40, 50) * 30, "16-bit gray"),
+        (np.dstack([gradient_image(40, 50), np.full((40, 50), 9, np.uint8)]), "bgra"),
+        (gradient_image(40, 50)[:, :, 1], "gray"),
+    ],
+)
+def test_load_image_png_kinds(tmp_path, stored, check):
+    path = tmp_path / "kind.png"
+    assert cv2.imwrite(str(path), stored)
+    image = load_image(path)
+    assert image.shape == (40, 50, 3)
+    if check == "16-bit gray":
+        assert image.dtype == np.float32
+        np.testing.assert_allclose(image[:, :, 2], stored * (255 / 65535), rtol=1e-6)
+    elif check == "bgra":
+        np.testing.assert_array_equal(image, stored[:, :, :3])
+    else:
+        np.testing.assert_array_equal(image, np.repeat(stored[:, :, None], 3, axis=2))
+
+
+def test_load_image_error_names_path_type(tmp_path):
+    assert isinstance(ImageLoadError("x"), ValueError)
+    path = Path(tmp_path) / "bad.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ImageLoadError, match=str(path)):
+        load_image(path)
