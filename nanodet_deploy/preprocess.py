@@ -9,9 +9,11 @@ Public API::
     keep_ratio_hw(src_hw, dst_hw) -> (h, w)   # official NanoDet's get_minimum_dst_shape
     ImageLoadError                            # unreadable / corrupt / truncated image file
 
-Resize modes (``cv2.resize``, INTER_LINEAR):
+Resize modes (``cv2.warpAffine`` with official NanoDet's resize matrix, INTER_LINEAR, so the
+network sees bit for bit the tensor official NanoDet's val pipeline makes):
 
-- ``plain``: resize to exactly ``input_hw``; the aspect ratio is not kept.
+- ``plain``: resize to exactly ``input_hw``; the aspect ratio is not kept (official
+  ``keep_ratio: False``, the NanoDet-Plus configs).
 - ``letterbox``: keep the ratio, fit inside ``input_hw``, pad to exactly ``input_hw`` with the
   image **centred** (the odd pixel of padding goes right/bottom); ``ResizeInfo.offset_xy`` holds
   the integer left/top padding.
@@ -21,8 +23,12 @@ Resize modes (``cv2.resize``, INTER_LINEAR):
   ``stack_batch_img(divisible=32)``) and the fastest input for NCNN.
 
 The keep-ratio content size is computed like official ``get_minimum_dst_shape`` (truncated, so
-720x480 at 416 gives 415x277), but ``ResizeInfo.scale_xy`` is the exact per-axis factor of the
-resize (``dst_w / src_w``, ``dst_h / src_h``), which is what maps boxes back.
+720x480 at 416 gives 415x277). As official ``get_resize_matrix``, one scale serves both axes
+(taken from the truncated size: 277/480 for that example) and the image is centred in the
+content box, a sub-pixel shift (up to 0.71 px on the reference images). ``cv2.resize`` instead
+samples other positions: measured on the official fixtures, inputs then differ by up to 4.2
+normalized units and NMS picks other boxes (up to 30 px off). ``ResizeInfo`` records the exact
+scale and shift, which is what maps boxes back.
 
 Normalization is ``(x - mean) / std`` per channel on 0..255 values, computed as
 ``(x - mean) * (1 / std)`` in float32 straight into the output tensor. Padding is the mean
@@ -79,16 +85,30 @@ def preprocess(
     bgr = to_bgr(image)
     src_hw = (int(bgr.shape[0]), int(bgr.shape[1]))
     content_hw, tensor_hw, offset_xy = _layout(mode, src_hw, target_hw, size_multiple)
-    resized = _resize(bgr, content_hw)
+    matrix = resize_matrix(src_hw, content_hw, keep_ratio=mode != "plain")
+    resized = _warp(bgr, matrix, content_hw)
     tensor = _to_tensor(resized, tensor_hw, offset_xy, mean_bgr, std_bgr, color_order, normalize)
     info = ResizeInfo(
         src_hw=src_hw,
         input_hw=tensor_hw,
-        scale_xy=(content_hw[1] / src_hw[1], content_hw[0] / src_hw[0]),
-        offset_xy=(float(offset_xy[0]), float(offset_xy[1])),
+        scale_xy=(float(matrix[0, 0]), float(matrix[1, 1])),
+        offset_xy=(offset_xy[0] + float(matrix[0, 2]), offset_xy[1] + float(matrix[1, 2])),
         content_hw=content_hw,
     )
     return tensor, info
+
+
+def resize_matrix(src_hw: tuple[int, int], dst_hw: tuple[int, int], keep_ratio: bool) -> np.ndarray:
+    """2x3 matrix mapping source pixels onto a ``dst_hw`` image (official get_resize_matrix).
+
+    keep_ratio: one scale (fit ``dst_hw``), image centred in it; otherwise per-axis scales.
+    """
+    (src_h, src_w), (dst_h, dst_w) = src_hw, dst_hw
+    if not keep_ratio:
+        return np.array([[dst_w / src_w, 0.0, 0.0], [0.0, dst_h / src_h, 0.0]])
+    ratio = dst_h / src_h if src_w / src_h < dst_w / dst_h else dst_w / src_w
+    tx, ty = 0.5 * dst_w - ratio * src_w / 2, 0.5 * dst_h - ratio * src_h / 2
+    return np.array([[ratio, 0.0, tx], [0.0, ratio, ty]])
 
 
 def keep_ratio_hw(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[int, int]:
@@ -203,11 +223,17 @@ def _layout(
     return content_hw, tensor_hw, (0, 0)
 
 
-def _resize(bgr: np.ndarray, content_hw: tuple[int, int]) -> np.ndarray:
-    if bgr.shape[:2] == content_hw:
+def _warp(bgr: np.ndarray, matrix: np.ndarray, content_hw: tuple[int, int]) -> np.ndarray:
+    if bgr.shape[:2] == content_hw and np.array_equal(matrix, np.eye(2, 3)):
         return bgr
-    dsize = (content_hw[1], content_hw[0])
-    return cv2.resize(np.ascontiguousarray(bgr), dsize, interpolation=cv2.INTER_LINEAR)
+    return cv2.warpAffine(
+        np.ascontiguousarray(bgr),
+        matrix,
+        (content_hw[1], content_hw[0]),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
 
 
 def _to_tensor(

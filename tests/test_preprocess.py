@@ -39,22 +39,31 @@ def to_input(info, boxes_xyxy: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- modes and ResizeInfo
+# raccoon-1 is 417x650 (HxW); at 320 the keep-ratio content is 205x320 (truncated). Official
+# get_resize_matrix takes one scale from the truncated size: 650/417 < 320/205, so
+# scale = 205/417, and centres the image: x shift 160 - 325 * 205/417 = 0.2278 px, y shift 0.
+R1_SCALE = 205 / 417
+R1_SHIFT_X = 160 - 325 * R1_SCALE
+
+
 @pytest.mark.parametrize(
-    ("mode", "tensor_hw", "content_hw", "offset_xy"),
+    ("mode", "tensor_hw", "content_hw", "scale_xy", "offset_xy"),
     [
-        ("pad", (224, 320), (205, 320), (0, 0)),
-        ("letterbox", (320, 320), (205, 320), (0, 57)),  # (320 - 205) // 2 = 57 on top
-        ("plain", (320, 320), (320, 320), (0, 0)),
+        ("pad", (224, 320), (205, 320), (R1_SCALE, R1_SCALE), (R1_SHIFT_X, 0.0)),
+        # letterbox: (320 - 205) // 2 = 57 rows of padding on top
+        ("letterbox", (320, 320), (205, 320), (R1_SCALE, R1_SCALE), (R1_SHIFT_X, 57.0)),
+        ("plain", (320, 320), (320, 320), (320 / 650, 320 / 417), (0.0, 0.0)),
     ],
 )
-def test_mode_shapes_and_resize_info(mode, tensor_hw, content_hw, offset_xy):
+def test_mode_shapes_and_resize_info(mode, tensor_hw, content_hw, scale_xy, offset_xy):
     image = gradient_image(417, 650)  # raccoon-1's size
     tensor, info = preprocess(image, (320, 320), mode=mode)
     assert tensor.shape == (1, 3, *tensor_hw)
     assert tensor.dtype == np.float32 and tensor.flags.c_contiguous
     assert info.src_hw == (417, 650) and info.input_hw == tensor_hw
-    assert info.content_hw == content_hw and info.offset_xy == offset_xy
-    assert info.scale_xy == (content_hw[1] / 650, content_hw[0] / 417)
+    assert info.content_hw == content_hw
+    np.testing.assert_allclose(info.scale_xy, scale_xy, rtol=1e-12)
+    np.testing.assert_allclose(info.offset_xy, offset_xy, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["pad", "letterbox", "plain"])
@@ -104,9 +113,14 @@ def test_normalization_and_zero_padding(mode):
     bgr = np.array([10, 200, 255], np.uint8)
     image = np.broadcast_to(bgr, (100, 300, 3)).copy()
     tensor, info = preprocess(image, (128, 128), mode=mode)
-    (ch, cw), (x0, y0) = info.content_hw, (int(info.offset_xy[0]), int(info.offset_xy[1]))
+    ch, cw = info.content_hw  # 42 x 128: official scale 42/100 makes the image 126 px wide
+    x0, y0 = (0, 0) if mode == "pad" else ((128 - cw) // 2, (128 - ch) // 2)
     expected = (bgr.astype(np.float64) - MEAN_BGR) / STD_BGR
-    content = tensor[0, :, y0 : y0 + ch, x0 : x0 + cw]
+    # official centring puts the 126-px image 1 px in: the content box's first and last
+    # columns come from the warp's black border (raw 0), exactly as official NanoDet
+    content = tensor[0, :, y0 : y0 + ch, x0 + 1 : x0 + cw - 1]
+    border = (0.0 - np.asarray(MEAN_BGR)) / np.asarray(STD_BGR)
+    np.testing.assert_allclose(tensor[0, :, y0 + 5, x0], border, rtol=0, atol=1e-5)
     np.testing.assert_allclose(
         content, np.broadcast_to(expected[:, None, None], content.shape), rtol=0, atol=1e-5
     )
@@ -119,11 +133,12 @@ def test_normalization_and_zero_padding(mode):
 def test_unnormalized_tensor_pads_with_the_mean_colour():
     image = np.full((100, 300, 3), 7, np.uint8)
     tensor, info = preprocess(image, (128, 128), mode="letterbox", normalize=False)
-    y0, ch = int(info.offset_xy[1]), info.content_hw[0]
+    ch = info.content_hw[0]
+    y0 = (128 - ch) // 2
     assert y0 > 0
     np.testing.assert_array_equal(tensor[0, :, 0, 0], MEAN)  # float32 mean: (x - mean) == 0
     np.testing.assert_array_equal(tensor[0, :, y0 + ch, 5], MEAN)
-    assert (tensor[0, :, y0 : y0 + ch] == 7.0).all()
+    assert (tensor[0, :, y0 : y0 + ch, 1:-1] == 7.0).all()  # (1-px rim: official black border)
     # the folded graph computes (x - mean) / std: the padding becomes exactly 0
     assert ((tensor[0, :, 0] - MEAN[:, None]) / STD[:, None] == 0).all()
 
@@ -149,24 +164,19 @@ def test_normalization_matches_official_on_the_official_warp(reference_dir):
     np.testing.assert_allclose(tensor, ref, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("size", "official_shape"), [(320, (1, 3, 224, 320)), (416, (1, 3, 288, 416))]
-)
-def test_pad_mode_matches_official_network_input(reference_dir, size, official_shape):
+@pytest.mark.parametrize("size", [320, 416])
+@pytest.mark.parametrize("stem", [f"raccoon-{i}" for i in range(1, 6)])
+def test_pad_mode_matches_official_network_input(reference_dir, size, stem):
+    """pad mode = official val pipeline: same tensor (float rounding only), same warp matrix."""
     with np.load(reference_dir / "nanodet-m_coco_detections_io.npz") as npz:
-        ref = npz[f"raccoon-1_{size}_input"]
-    tensor, info = preprocess(load_image(reference_dir / "images" / "raccoon-1.jpg"), (size, size))
-    assert tensor.shape == ref.shape == official_shape
-    ch, cw = info.content_hw
-    assert (tensor[0, :, ch:] == 0).all() and (ref[0, :, ch:] == 0).all()
-    # Official NanoDet resizes with warpPerspective around the image centre, which shifts the
-    # content by a fraction of a pixel (0.23 px at 320, 0.69 px at 416 here) against cv2.resize;
-    # on edges that moves values by up to ~4 std. On average it stays small: measured 0.061 /
-    # 0.056 (in std units) for raccoon-1 (<= 0.125 over all 10 runs); RGB order gives 0.22.
-    mean_abs_diff = np.abs(tensor - ref)[0, :, :ch, :cw].mean()
-    assert mean_abs_diff < 0.1
-    swapped = np.abs(tensor[:, ::-1] - ref)[0, :, :ch, :cw].mean()
-    assert swapped > 0.2  # the bound above can fail
+        ref, matrix = npz[f"{stem}_{size}_input"], npz[f"{stem}_{size}_warp_matrix"]
+    tensor, info = preprocess(load_image(reference_dir / "images" / f"{stem}.jpg"), (size, size))
+    assert tensor.shape == ref.shape
+    np.testing.assert_allclose(tensor, ref, rtol=0, atol=1e-5)
+    assert info.scale_xy == (matrix[0, 0], matrix[1, 1])
+    assert info.offset_xy == (matrix[0, 2], matrix[1, 2])
+    if stem == "raccoon-1":
+        assert tensor.shape == {320: (1, 3, 224, 320), 416: (1, 3, 288, 416)}[size]
 
 
 # --------------------------------------------------------------------------- input kinds

@@ -9,17 +9,20 @@ All randomness comes from a ``numpy.random.Generator`` passed in: the same seed 
 the same sample. NumPy + OpenCV only. Validation does not use this module (it uses the
 deployment preprocess).
 
-Deviations from official (the first two can be switched off):
+The resize to the network input is official NanoDet's (``preprocess.resize_matrix``): with
+``keep_ratio`` one scale from the truncated keep-ratio size and the image centred on it,
+exactly what the deployment preprocess (``pad`` mode) does, so a model sees the same
+geometry in training and in deployment.
 
-* ``half_pixel_centers=True``: the image is warped with pixel centres at ``i + 0.5``, the
-  same convention as the box coordinates and ``cv2.resize``; official warps pixel
-  indices, which shifts the image against its boxes by ``(scale - 1) / 2`` px and makes a
-  flip move every pixel by one. ``False`` reproduces official.
+Options and deviations from official:
+
+* ``half_pixel_centers=False`` (default, official): the image is warped on pixel indices,
+  like the deployment preprocess, which shifts the image against its boxes by
+  ``(scale - 1) / 2`` px and makes a flip move every pixel by one. ``True`` warps with pixel
+  centres at ``i + 0.5`` (the box convention) instead — but then training and deployment
+  disagree by that same sub-pixel shift.
 * ``clip_color=True``: colour jitter keeps the image in ``[0, 1]`` (official lets
   brightness/saturation leave it, which no camera image at inference ever does).
-* ``keep_ratio``: the image is resized onto the truncated keep-ratio size with per-axis
-  factors, exactly as the deployment preprocess (``pad`` mode) does; official centres the
-  exact-ratio image on that size, a sub-pixel shift.
 * Boxes narrower or lower than ``min_box_size_px`` after the warp are dropped (official
   keeps collapsed, zero-area boxes).
 """
@@ -33,6 +36,7 @@ import cv2
 import numpy as np
 
 from nanodet_deploy.preprocess import keep_ratio_hw
+from nanodet_deploy.preprocess import resize_matrix as _resize_matrix_2x3
 
 Range = tuple[float, float]
 
@@ -54,7 +58,7 @@ class AugmentConfig:
     saturation: Range = (0.5, 1.2)
     keep_ratio: bool = False  # official: False for NanoDet-Plus, True for legacy configs
     min_box_size_px: float = 1.0
-    half_pixel_centers: bool = True
+    half_pixel_centers: bool = False
     clip_color: bool = True
     fill_bgr: tuple[int, int, int] = (0, 0, 0)  # outside the source image (official: black)
 
@@ -138,17 +142,18 @@ def augment_matrix(src_hw: tuple[int, int], params: WarpParams) -> np.ndarray:
     return back @ flip @ shear @ rotation @ stretch @ scale @ persp @ center
 
 
-def resize_matrix(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarray:
-    """3x3 matrix scaling source pixels onto ``dst_hw`` (per-axis factors, like ``cv2.resize``)."""
-    (src_h, src_w), (dst_h, dst_w) = src_hw, dst_hw
-    return np.diag([dst_w / src_w, dst_h / src_h, 1.0])
+def resize_matrix(
+    src_hw: tuple[int, int], dst_hw: tuple[int, int], keep_ratio: bool = False
+) -> np.ndarray:
+    """3x3 version of the deployment resize (``preprocess.resize_matrix``, official NanoDet)."""
+    return np.vstack([_resize_matrix_2x3(src_hw, dst_hw, keep_ratio), [0.0, 0.0, 1.0]])
 
 
 def warp_image(
     image: np.ndarray,
     matrix: np.ndarray,
     out_hw: tuple[int, int],
-    half_pixel_centers: bool = True,
+    half_pixel_centers: bool = False,
     fill_bgr: tuple[int, int, int] = (0, 0, 0),
 ) -> np.ndarray:
     """Warp with bilinear interpolation; pixels from outside the source get ``fill_bgr``."""
@@ -232,7 +237,7 @@ def train_transform(
     src_hw = (int(image_bgr.shape[0]), int(image_bgr.shape[1]))
     out_hw = keep_ratio_hw(src_hw, input_hw) if config.keep_ratio else tuple(input_hw)
     params = sample_warp_params(config, rng)
-    matrix = resize_matrix(src_hw, out_hw) @ augment_matrix(src_hw, params)
+    matrix = resize_matrix(src_hw, out_hw, config.keep_ratio) @ augment_matrix(src_hw, params)
     image = warp_image(image_bgr, matrix, out_hw, config.half_pixel_centers, config.fill_bgr)
     boxes = warp_boxes(boxes_xyxy, matrix, out_hw)
     keep = keep_boxes_mask(boxes, config.min_box_size_px)
