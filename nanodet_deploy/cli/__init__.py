@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from nanodet_deploy.cli import info
+from nanodet_deploy.cli import detect, export, info
 
 app = typer.Typer(
     name="nanodet-deploy",
@@ -25,5 +25,8 @@ def _main() -> None:
 
 
 app.command("info")(info.info)
+app.command("detect")(detect.detect)
+app.command("export")(export.export)
 
 export_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+export_app.command()(export.export)

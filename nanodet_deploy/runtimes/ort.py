@@ -1,0 +1,82 @@
+"""onnxruntime backend: ``model.onnx`` of an export folder. Never imports torch."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nanodet_deploy.artifacts import MetaError, read_meta
+from nanodet_deploy.runtimes import check_input, check_output, model_file
+from nanodet_deploy.runtimes.base import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class OrtBackend:
+    """onnxruntime CPU session set up for quiet, comparable timing.
+
+    ``intra_op_num_threads=threads``, one inter-op thread, sequential execution, all graph
+    optimizations, and no spinning of idle threads (they would slow down other runtimes).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, export_dir: str | os.PathLike, threads: int = 1) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "backend onnxruntime needs the onnxruntime package: pip install onnxruntime"
+            ) from exc
+        self.export_dir = Path(export_dir)
+        self.meta = read_meta(self.export_dir)
+        path = model_file(self.export_dir, self.meta, "onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
+            raise MetaError(f"{path}: onnxruntime cannot load it: {exc}") from exc
+        self.settings = {"intra_op_num_threads": int(threads), "allow_spinning": 0}
+        self._input_name, self._static_hw = self._check_io(path)
+
+    def _check_io(self, path: Path) -> tuple[str, tuple[int, int] | None]:
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise MetaError(f"{path}: expected one input and one output")
+        if inputs[0].name != self.meta.input_name:
+            raise MetaError(
+                f"{path}: input is named {inputs[0].name!r}, meta.json says {self.meta.input_name!r}"
+            )
+        channels = outputs[0].shape[-1]
+        if isinstance(channels, int) and channels != self.meta.output_channels:
+            raise MetaError(
+                f"{path}: output has {channels} channels, meta.json ({self.meta.num_classes} "
+                f"classes, {self.meta.output_layout} layout) says {self.meta.output_channels}"
+            )
+        h, w = inputs[0].shape[2:4]
+        static = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+        return inputs[0].name, static
+
+    def run(self, input_nchw: np.ndarray) -> np.ndarray:
+        input_hw = check_input(self.meta, input_nchw)
+        if self._static_hw is not None and input_hw != self._static_hw:
+            h, w = self._static_hw
+            raise ValueError(
+                f"input {input_hw[0]}x{input_hw[1]}: this ONNX model has a static {h}x{w} input; "
+                "export with --dynamic or at this size"
+            )
+        (out,) = self.session.run(None, {self._input_name: input_nchw})
+        return check_output(self.meta, out, input_hw, "onnxruntime")
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,101 @@
+"""torch backend: a checkpoint (ours or official) or zoo model through the export wrapper.
+
+Runs exactly the module that is exported, so its output layout and numbers are the reference
+for the exported models (``exporters/verify.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nanodet_deploy.artifacts import OUTPUT_DECODED
+from nanodet_deploy.runtimes import check_input, check_output
+from nanodet_deploy.runtimes.base import BackendUnavailable
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "backend torch needs the torch package: pip install torch (see README)"
+        ) from exc
+    return torch
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(
+        self,
+        model,
+        input_hw: tuple[int, int] | None = None,
+        output_layout: str = OUTPUT_DECODED,
+        fold_normalize: bool = False,
+        threads: int | None = None,
+        checkpoint_sha256: str | None = None,
+        random_weights: bool = False,
+    ) -> None:
+        """``model``: a NanoDet (eval mode is set here). ``threads`` sets torch's (global) pool."""
+        torch = _import_torch()
+        from nanodet_deploy.models.export import ExportWrapper, export_meta
+
+        cfg = model.cfg
+        self.wrapper = ExportWrapper(model.eval(), output_layout, fold_normalize).eval()
+        self.meta = export_meta(
+            cfg, input_hw or cfg.input_hw, output_layout, fold_normalize,
+            checkpoint_sha256=checkpoint_sha256, random_weights=random_weights,
+        )  # fmt: skip
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        self.settings = {"num_threads": torch.get_num_threads()}
+        self._torch = torch
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        model_name: str | None = None,
+        output_layout: str = OUTPUT_DECODED,
+        threads: int | None = None,
+    ) -> TorchBackend:
+        """Our or an official checkpoint; ``model_name`` (zoo) picks the architecture to load into."""
+        _import_torch()
+        from nanodet_deploy.checkpoint import load_model, sha256_file
+        from nanodet_deploy.models.zoo import zoo_config
+
+        config = zoo_config(model_name) if model_name else None
+        model, _ = load_model(Path(path), config=config)
+        return cls(
+            model, output_layout=output_layout, threads=threads,
+            checkpoint_sha256=sha256_file(path),
+        )  # fmt: skip
+
+    @classmethod
+    def from_zoo(
+        cls,
+        model_name: str,
+        weights: str | os.PathLike | None = None,
+        output_layout: str = OUTPUT_DECODED,
+        threads: int | None = None,
+    ) -> TorchBackend:
+        """A zoo model with ``weights`` loaded, or random weights when None."""
+        _import_torch()
+        from nanodet_deploy.models import build_model, zoo_config
+
+        if weights is not None:
+            return cls.from_checkpoint(weights, model_name, output_layout, threads)
+        model = build_model(zoo_config(model_name))
+        return cls(model, output_layout=output_layout, threads=threads, random_weights=True)
+
+    def run(self, input_nchw: np.ndarray) -> np.ndarray:
+        input_hw = check_input(self.meta, input_nchw)
+        with self._torch.inference_mode():
+            out = self.wrapper(self._torch.from_numpy(np.ascontiguousarray(input_nchw)))
+        return check_output(self.meta, out.numpy(), input_hw, "torch")
+
+    def close(self) -> None:
+        self.wrapper = None
