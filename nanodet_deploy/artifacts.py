@@ -142,11 +142,19 @@ def read_meta(export_dir: str | os.PathLike) -> ExportMeta:
         raise MetaError(f"{path}: {exc}") from exc
 
 
+def default_file_mode() -> int:
+    """0o666 minus the umask: what ``open(path, "w")`` would give (mkstemp gives 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_json_atomic(path: str | os.PathLike, data: object) -> None:
     """Write JSON to ``path`` through a temp file + rename, so readers never see half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from nanodet_deploy.artifacts import default_file_mode
 from nanodet_deploy.config import ModelConfig, from_plain, to_plain
 from nanodet_deploy.models import AUX_PREFIXES, NanoDet, build_model
 from nanodet_deploy.models.backbone import STAGE_OUT_CHANNELS
@@ -77,6 +78,7 @@ def save_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, default_file_mode())
     os.close(fd)
     try:
         torch.save(payload, tmp)

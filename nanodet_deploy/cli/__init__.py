@@ -9,6 +9,8 @@ from __future__ import annotations
 import typer
 
 from nanodet_deploy.cli import detect, export, info
+from nanodet_deploy.cli import eval as eval_cli
+from nanodet_deploy.cli import train as train_cli
 
 app = typer.Typer(
     name="nanodet-deploy",
@@ -25,6 +27,8 @@ def _main() -> None:
 
 
 app.command("info")(info.info)
+app.command("train")(train_cli.train)
+app.command("eval")(eval_cli.eval_model)
 app.command("detect")(detect.detect)
 app.command("export")(export.export)
 
