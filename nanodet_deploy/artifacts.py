@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from nanodet_deploy.fileio import write_json_atomic
 
 META_FILE = "meta.json"
 META_FORMAT = 1
@@ -49,6 +50,8 @@ class ExportMeta:
     nanodet_deploy_version: str = ""
     checkpoint_sha256: str | None = None
     random_weights: bool = False
+    macs: int | None = None  # conv multiply-accumulates at input_hw (models/stats.py)
+    params: int | None = None  # parameters of the exported (inference) model
     format_version: int = META_FORMAT
 
     @property
@@ -140,28 +143,6 @@ def read_meta(export_dir: str | os.PathLike) -> ExportMeta:
         return ExportMeta.from_dict(data, source=str(path))
     except TypeError as exc:
         raise MetaError(f"{path}: {exc}") from exc
-
-
-def default_file_mode() -> int:
-    """0o666 minus the umask: what ``open(path, "w")`` would give (mkstemp gives 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_json_atomic(path: str | os.PathLike, data: object) -> None:
-    """Write JSON to ``path`` through a temp file + rename, so readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, default_file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_meta(export_dir: str | os.PathLike, meta: ExportMeta) -> Path:

@@ -16,15 +16,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nanodet_deploy.artifacts import default_file_mode
 from nanodet_deploy.config import ModelConfig, from_plain, to_plain
+from nanodet_deploy.fileio import atomic_output
 from nanodet_deploy.models import AUX_PREFIXES, NanoDet, build_model
 from nanodet_deploy.models.backbone import STAGE_OUT_CHANNELS
 
@@ -77,15 +76,8 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, default_file_mode())
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

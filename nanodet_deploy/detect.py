@@ -6,7 +6,7 @@
 
 Frame names (the ``image`` field of the JSON records and the saved file names):
 - image / folder: the file name (``raccoon-1.jpg``); a folder is read non-recursively, files
-  with an image suffix only (``IMAGE_SUFFIXES``, case-insensitive), sorted by name;
+  with an image suffix only (``preprocess.IMAGE_SUFFIXES``, case-insensitive), sorted by name;
 - video / camera: ``frame_000123`` (0-based frame index, 6 digits).
 
 A folder image that cannot be read (corrupt, truncated, not an image) is skipped: it comes out
@@ -29,13 +29,12 @@ import cv2
 import numpy as np
 
 from nanodet_deploy.draw import draw_detections
-from nanodet_deploy.preprocess import ImageLoadError, load_image
+from nanodet_deploy.preprocess import IMAGE_SUFFIXES, ImageLoadError, list_images, load_image
 from nanodet_deploy.runtimes.detector import Detector
 from nanodet_deploy.structures import Detections, Timing
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 DEFAULT_FPS = 30.0  # for annotated videos when the source does not say
 VIDEO_FOURCC = "mp4v"
@@ -127,12 +126,7 @@ def open_source(spec: str, max_frames: int | None = None) -> Source:
 
 
 def _open_folder(folder: Path, max_frames: int | None) -> ImageSource:
-    paths = sorted(
-        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-        key=lambda p: p.name,
-    )
-    if not paths:
-        raise ValueError(f"{folder}: no image files ({' '.join(IMAGE_SUFFIXES)}) in this folder")
+    paths = list_images(folder)
     return ImageSource("folder", paths[:max_frames] if max_frames else paths)
 
 
@@ -230,7 +224,7 @@ def run_source(
     on_frame: FrameCallback | None = None,
     stats: RunStats | None = None,
 ) -> RunStats:
-    """Detect on every frame; append JSON records (``Detections.to_records``) to ``records``.
+    """Detect on every frame; append JSON records (``Detections.to_records``) to ``bench.records``.
 
     ``on_frame(frame, detections)`` runs after each frame (``detections`` None for a failed
     one). Pass ``stats`` to keep the counts of a run that is interrupted (KeyboardInterrupt).

@@ -5,6 +5,7 @@ Public API::
     preprocess(image, input_hw, *, mode="pad", size_multiple=32, mean_bgr=MEAN_BGR,
                std_bgr=STD_BGR, color_order="BGR", normalize=True) -> (tensor, ResizeInfo)
     load_image(path) -> np.ndarray            # HxWx3 BGR, uint8 (or float32 0..255 for 16-bit)
+    list_images(folder) -> list[Path]         # image files of a folder (IMAGE_SUFFIXES), sorted
     to_bgr(image) -> np.ndarray               # the input conversions preprocess applies
     keep_ratio_hw(src_hw, dst_hw) -> (h, w)   # official NanoDet's get_minimum_dst_shape
     ImageLoadError                            # unreadable / corrupt / truncated image file
@@ -56,6 +57,8 @@ from nanodet_deploy.structures import ResizeInfo
 MEAN_BGR: tuple[float, float, float] = (103.53, 116.28, 123.675)
 STD_BGR: tuple[float, float, float] = (57.375, 57.12, 58.395)
 MODES = ("plain", "letterbox", "pad")
+# File name endings treated as images (case-insensitive) wherever a folder of images is read.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm")
 COLOR_ORDERS = ("BGR", "RGB")
 # Keep 16-bit depth and grayscale, drop alpha, apply EXIF orientation like cv2.imread(path).
 _IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
@@ -167,6 +170,23 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             f"{p}: OpenCV cannot decode it (not an image, corrupt, or an unsupported format)"
         )
     return to_bgr(image)
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files of ``folder`` (by suffix, not recursive), sorted by name.
+
+    Raises FileNotFoundError when it is not a folder and ValueError when it holds no image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    paths = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+        key=lambda p: p.name,
+    )
+    if not paths:
+        raise ValueError(f"{folder}: no image files ({' '.join(IMAGE_SUFFIXES)}) in this folder")
+    return paths
 
 
 def _check_args(

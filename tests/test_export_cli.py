@@ -69,7 +69,8 @@ def test_folded_export_reports_each_step_and_passes_parity(folded_and_plain):
     assert report["passed"] and set(report["checks"]) == {"onnxruntime_fp32", "ncnn_fp16"}
     assert [i["input_hw"] for i in report["inputs"]] == [[256, 416]] * 5  # padded, static ONNX
     assert sorted(p.name for p in (root / "folded").iterdir()) == [
-        "meta.json", "model.ncnn.bin", "model.ncnn.param", "model.onnx", "verify.json",
+        "meta.json", "model.ncnn.bin", "model.ncnn.param", "model.onnx", "model.pth",
+        "verify.json",
     ]  # fmt: skip
     assert _leftovers(root) == []
 
@@ -194,5 +195,5 @@ def test_existing_folder_needs_overwrite(tmp_path):
     assert (out / "keep.txt").exists()
     replaced = _export(*args, "--out", out, "--overwrite")
     assert replaced.exit_code == 0, replaced.output
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "model.onnx", "model.pth"]
     assert _leftovers(tmp_path) == []

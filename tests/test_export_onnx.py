@@ -22,6 +22,7 @@ from nanodet_deploy.exporters.onnx import (
 from nanodet_deploy.exporters.pipeline import ExportOptions, export_model
 from nanodet_deploy.models import AUX_PREFIXES, build_model, zoo_config
 from nanodet_deploy.models.export import ExportWrapper
+from nanodet_deploy.models.stats import model_stats
 
 # One legacy and one Plus architecture; the other widths build the same op types.
 ARCHS = ("nanodet-m-0.5x", "nanodet-plus-m")
@@ -128,8 +129,12 @@ def test_metadata_props_and_meta_json(tmp_path):
     }
     assert props == meta_json
     assert meta_json["input_hw"] == [64, 96] and meta_json["random_weights"] is True
-    assert meta_json["files"] == {"onnx": "model.onnx"}
-    assert meta_json["opset"] == 13 and meta_json["precision"] == {"onnx": "fp32"}
+    assert meta_json["files"] == {"onnx": "model.onnx", "checkpoint": "model.pth"}
+    assert meta_json["opset"] == 13
+    assert meta_json["precision"] == {"onnx": "fp32", "torch": "fp32"}
+    assert meta_json["macs"] == model_stats(model, (64, 96)).macs > 0
     assert result.meta.num_points((64, 96)) == 8 * 12 + 4 * 6 + 2 * 3
-    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["meta.json", "model.onnx"]
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == [
+        "meta.json", "model.onnx", "model.pth",
+    ]  # fmt: skip
     assert not list(Path(tmp_path).glob(".e.*"))  # no temp folder left behind

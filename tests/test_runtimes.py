@@ -70,6 +70,27 @@ def test_open_backend_picks_by_what_is_there(export, tmp_path):
         b.close()
 
 
+def test_torch_runs_the_exports_own_weights(export):
+    """model.pth in the export: torch on the folder equals the checkpoint and the ONNX model."""
+    export_dir, ckpt, model = export
+    meta = read_meta(export_dir)
+    assert meta.files["checkpoint"] == "model.pth" and meta.precision["torch"] == "fp32"
+    from nanodet_deploy.models.stats import model_stats
+
+    stats = model_stats(model, HW)
+    assert (meta.macs, meta.params) == (stats.macs, stats.params_without_aux)
+    folder = open_backend(export_dir, backend="torch")
+    assert isinstance(folder, TorchBackend) and folder.meta == meta
+    x = _input(seed=3)
+    np.testing.assert_array_equal(folder.run(x), open_backend(ckpt).run(x))
+    np.testing.assert_allclose(folder.run(x), OrtBackend(export_dir).run(x), atol=1e-4)
+    (export_dir.parent / "no_torch").mkdir(exist_ok=True)
+    copy = Path(shutil.copytree(export_dir, export_dir.parent / "no_torch" / "e"))
+    (copy / "model.pth").unlink()
+    with pytest.raises(MetaError, match="no torch weights"):
+        open_backend(copy, backend="torch")
+
+
 def test_ncnn_runs_at_other_sizes_and_reports_settings(export):
     export_dir, _, model = export
     ncnn = NcnnBackend(export_dir, threads=2)
@@ -130,8 +151,8 @@ def test_bad_backend_and_path(export, tmp_path):
         open_backend(export[0], "tflite")
     with pytest.raises(FileNotFoundError):
         open_backend(tmp_path / "nothing")
-    with pytest.raises(ValueError, match="checkpoint file"):
-        open_backend(export[0], "torch")
+    with pytest.raises(ValueError, match="onnxruntime and ncnn need an export folder"):
+        open_backend(export[1], "ncnn")  # a checkpoint file
     with pytest.raises(ValueError, match="fp32 only"):
         open_backend(export[0], "onnxruntime", precision="fp16")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from nanodet_deploy.cli import detect, export, info
+from nanodet_deploy.cli import bench, detect, export, info, report
 from nanodet_deploy.cli import eval as eval_cli
 from nanodet_deploy.cli import train as train_cli
 
@@ -30,6 +30,9 @@ app.command("info")(info.info)
 app.command("train")(train_cli.train)
 app.command("eval")(eval_cli.eval_model)
 app.command("detect")(detect.detect)
+app.command("bench")(bench.bench)
+app.command("report")(report.report)
+app.command("import-bench")(report.import_bench)
 app.command("export")(export.export)
 
 export_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

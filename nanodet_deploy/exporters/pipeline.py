@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "ncnn")
 ONNX_FILE = "model.onnx"
+TORCH_FILE = "model.pth"  # the exported weights in our checkpoint format, for the torch backend
 StepCallback = Callable[[str, str, float], None]  # (step, what it did, seconds)
 StepReporter = Callable[[str], AbstractContextManager[Callable[[str], None]]]
 
@@ -184,13 +185,29 @@ def _build(
     if "onnx" not in options.formats:  # the ONNX was only the way to NCNN
         (tmp / ONNX_FILE).unlink()
         del files["onnx"], precision["onnx"]
-    meta = replace(meta, files=files, precision=precision)
+    with report("torch") as note:
+        meta = replace(meta, **_torch_files(model, tmp, options.input_hw, files, precision))
+        note(f"{TORCH_FILE}: inference weights for the torch backend; "
+             f"{meta.params:,} parameters, {meta.macs / 1e6:.1f} M MACs")  # fmt: skip
     with report("meta") as note:
         write_meta(tmp, meta)
         if "onnx" in files:
             write_onnx_metadata(tmp / ONNX_FILE, meta)
         note("meta.json written" + ("; ONNX metadata_props set" if "onnx" in files else ""))
     return meta
+
+
+def _torch_files(
+    model: NanoDet, tmp: Path, input_hw: tuple[int, int], files: dict, precision: dict
+) -> dict:
+    """Save the inference weights (no training-only modules) as ``model.pth``; count MACs."""
+    from nanodet_deploy.checkpoint import save_checkpoint
+    from nanodet_deploy.models.stats import model_stats
+
+    save_checkpoint(tmp / TORCH_FILE, model.cfg, model.inference_state_dict())
+    stats = model_stats(model, tuple(input_hw))
+    files, precision = {**files, "checkpoint": TORCH_FILE}, {**precision, "torch": "fp32"}
+    return dict(files=files, precision=precision, macs=stats.macs, params=stats.params_without_aux)
 
 
 def _convert_ncnn(

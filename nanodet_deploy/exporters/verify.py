@@ -24,7 +24,6 @@ from nanodet_deploy.runtimes.base import Backend
 from nanodet_deploy.structures import Detections, ResizeInfo
 
 VERIFY_FILE = "verify.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_IMAGES = 16
 
 
@@ -65,7 +64,7 @@ class InputCheck:
 
 @dataclass
 class BackendCheck:
-    name: str  # "<backend>_<precision>", the key bench_meta.parity_status looks up
+    name: str  # "<backend>_<precision>", the key bench.meta.parity_status looks up
     backend: str
     precision: str
     tolerance: Tolerance
@@ -227,13 +226,13 @@ def verification_inputs(
 
 
 def image_paths(images_dir: Path) -> list[Path]:
-    folder = Path(images_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--images {folder}: not a folder")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise FileNotFoundError(f"--images {folder}: no {'/'.join(IMAGE_SUFFIXES)} files")
-    return paths[:MAX_IMAGES]
+    """The first MAX_IMAGES images of ``--images`` (sorted)."""
+    from nanodet_deploy.preprocess import list_images
+
+    try:
+        return list_images(images_dir)[:MAX_IMAGES]
+    except (FileNotFoundError, ValueError) as exc:
+        raise type(exc)(f"--images {exc}") from None
 
 
 def _pad(

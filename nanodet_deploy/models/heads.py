@@ -26,9 +26,11 @@ class GFLPredictionHead(nn.Module):
     ``C + 4 * (reg_max + 1)`` channels (classification and regression share it).
 
     Legacy NanoDetHead: kernel 3, and a ``gfl_reg`` ModuleList that official NanoDet builds but
-    never runs (``with_dead_reg=True``): kept so official checkpoints load strictly; it receives
+    never runs (``with_dead_reg``): kept so official checkpoints load strictly; it receives
     no gradient and is never exported. NanoDetPlusHead: kernel 5, no ``gfl_reg``.
     """
+
+    with_dead_reg: bool = False
 
     def __init__(
         self,
@@ -40,7 +42,6 @@ class GFLPredictionHead(nn.Module):
         num_levels: int,
         reg_max: int,
         activation: str,
-        with_dead_reg: bool,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -60,7 +61,7 @@ class GFLPredictionHead(nn.Module):
         self.gfl_cls = nn.ModuleList(
             nn.Conv2d(feat_channels, out_channels, 1) for _ in range(num_levels)
         )
-        if with_dead_reg:
+        if self.with_dead_reg:
             self.gfl_reg = nn.ModuleList(
                 nn.Conv2d(feat_channels, 4 * (reg_max + 1), 1) for _ in range(num_levels)
             )
@@ -136,26 +137,11 @@ class AuxHead(nn.Module):
 
 
 class NanoDetHead(GFLPredictionHead):
-    """Legacy NanoDet head (official NanoDetHead with ``share_cls_reg=True``)."""
+    """Legacy NanoDet head (official NanoDetHead, ``share_cls_reg=True``): kernel 3 in the zoo,
+    plus the unused ``gfl_reg`` convs official checkpoints carry."""
 
-    def __init__(
-        self, num_classes: int, in_channels: int, feat_channels: int, stacked_convs: int,
-        kernel_size: int, num_levels: int, reg_max: int, activation: str,
-    ) -> None:  # fmt: skip
-        super().__init__(
-            num_classes, in_channels, feat_channels, stacked_convs, kernel_size, num_levels,
-            reg_max, activation, with_dead_reg=True,
-        )  # fmt: skip
+    with_dead_reg = True
 
 
 class NanoDetPlusHead(GFLPredictionHead):
-    """NanoDet-Plus head (official NanoDetPlusHead)."""
-
-    def __init__(
-        self, num_classes: int, in_channels: int, feat_channels: int, stacked_convs: int,
-        kernel_size: int, num_levels: int, reg_max: int, activation: str,
-    ) -> None:  # fmt: skip
-        super().__init__(
-            num_classes, in_channels, feat_channels, stacked_convs, kernel_size, num_levels,
-            reg_max, activation, with_dead_reg=False,
-        )  # fmt: skip
+    """NanoDet-Plus head (official NanoDetPlusHead): kernel 5 in the zoo."""

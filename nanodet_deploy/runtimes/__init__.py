@@ -34,7 +34,8 @@ def open_backend(
     fp16_arithmetic: bool | None = None,
     light_mode: bool = True,
 ) -> Backend:
-    """Open an export folder (ncnn when its files exist, else onnxruntime) or a checkpoint (torch).
+    """Open an export folder (auto: ncnn when its files exist, else onnxruntime; torch runs the
+    folder's ``model.pth``) or a checkpoint file (torch).
 
     ``precision``: None follows the export (ncnn: fp16 export -> ncnn's fp16 defaults, fp32
     export -> all fp32); "fp32" / "fp16" force it (fp16 only for ncnn).
@@ -48,6 +49,8 @@ def open_backend(
     if name == "torch":
         from nanodet_deploy.runtimes.torch_backend import TorchBackend
 
+        if path.is_dir():
+            return TorchBackend.from_export(path, threads=threads)
         return TorchBackend.from_checkpoint(path, threads=threads)
     if name == "onnxruntime":
         from nanodet_deploy.runtimes.ort import OrtBackend
@@ -74,8 +77,6 @@ def _resolve_name(path: Path, backend: str) -> str:
                 f"with the torch backend; onnxruntime and ncnn need an export folder"
             )
         return "torch"
-    if name == "torch":
-        raise ValueError(f"{path}: the torch backend needs a checkpoint file, not a folder")
     if name != "auto":
         return name
     meta = read_meta(path)

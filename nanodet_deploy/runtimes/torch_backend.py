@@ -75,6 +75,31 @@ class TorchBackend:
         )  # fmt: skip
 
     @classmethod
+    def from_export(cls, export_dir: str | os.PathLike, threads: int | None = None) -> TorchBackend:
+        """The weights an export folder carries (``model.pth``), run exactly as exported:
+        same output layout, folded normalization and input size as its ONNX / NCNN files."""
+        _import_torch()
+        from nanodet_deploy.artifacts import MetaError, read_meta
+        from nanodet_deploy.checkpoint import load_model
+
+        meta = read_meta(export_dir)
+        name = meta.files.get("checkpoint")
+        path = Path(export_dir) / name if name else None
+        if path is None or not path.is_file():
+            raise MetaError(
+                f"{export_dir}: no torch weights in this export (meta.json files: {meta.files}); "
+                f"re-export with this version of nanodet-export, or give the checkpoint"
+            )
+        model, _ = load_model(path)
+        backend = cls(
+            model, input_hw=meta.input_hw, output_layout=meta.output_layout,
+            fold_normalize=meta.normalize_folded, threads=threads,
+            checkpoint_sha256=meta.checkpoint_sha256, random_weights=meta.random_weights,
+        )  # fmt: skip
+        backend.meta = meta
+        return backend
+
+    @classmethod
     def from_zoo(
         cls,
         model_name: str,

@@ -35,9 +35,9 @@ import cv2
 import numpy as np
 
 from nanodet_deploy.config import DataConfig, SplitConfig
+from nanodet_deploy.preprocess import IMAGE_SUFFIXES
 
 LOG = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_LOGGED_WARNINGS = 20  # per load; the rest are counted and kept in the summary
 
 PathLike = str | os.PathLike

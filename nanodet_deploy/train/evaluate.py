@@ -82,7 +82,7 @@ def coco_map(
     class_names: Sequence[str],
     detections: Sequence[Detections],
 ) -> EvalResult:
-    """Score per-image ``detections`` (same order as ``records``) against their ground truth."""
+    """Score per-image ``detections`` (same order as ``bench.records``) against their ground truth."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import logging
-import os
 import random
 import tempfile
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import torch
 
 from nanodet_deploy.checkpoint import check_and_load, read_checkpoint, save_checkpoint
 from nanodet_deploy.config import ModelConfig, TrainingConfig, to_plain
+from nanodet_deploy.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 LAST, BEST, LOG_CSV, LOG_JSON = "last.pth", "best.pth", "log.csv", "log.json"
@@ -148,17 +148,3 @@ def write_logs(out: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     write_text_atomic(out / LOG_CSV, buf.getvalue())
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; logs are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
