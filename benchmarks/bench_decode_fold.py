@@ -145,7 +145,7 @@ def measure(dirs: dict[str, Path], image: Path, args) -> dict[tuple[str, int], d
 
 
 def summarize(pooled: dict[tuple[str, int], dict], threads_list: list[int]) -> tuple[list, dict]:
-    from nanodet_deploy.records import latency_stats
+    from nanodet_deploy.bench.records import latency_stats
 
     results = []
     stats = {}
@@ -205,9 +205,9 @@ def main() -> int:
 def write_report(out: Path, args, results: list, verdicts: dict) -> None:
     from nanodet_deploy import __version__
     from nanodet_deploy.artifacts import write_json_atomic
+    from nanodet_deploy.bench.records import utc_now
     from nanodet_deploy.checkpoint import sha256_file
     from nanodet_deploy.device import describe_device, library_versions
-    from nanodet_deploy.records import utc_now
 
     report = {
         "benchmark": "decode_fold",
