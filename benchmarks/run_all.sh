@@ -36,7 +36,7 @@ echo "device: $DEVICE -> $RESULTS"
 CKPT_nanodet_m=assets/nanodet-m-raccoon-320.pth
 DATA_nanodet_m=configs/raccoon_nanodet-m_320_finetune.yaml
 IMAGES="${IMAGES:-$REPO/../shared/reference/images}"   # real images: realistic postprocess
-var() { local v="${1}_${2//-/_}"; echo "${!v:-}"; }
+var() { local v="${1}_${2//[^a-zA-Z0-9]/_}"; echo "${!v:-}"; }
 
 echo "== exports (NCNN weights in fp16 and, separately, in fp32)"
 for model in $MODELS; do
