@@ -1,4 +1,5 @@
-"""Training: datasets, augmentation, label assignment, losses (and, later, the trainer).
+"""Training: datasets, augmentation, label assignment, losses, the trainer and COCO evaluation.
 
-Imports torch; the runtime side of the package never imports this subpackage.
+``trainer.fit`` is the entry point (``nanodet-deploy train``). ``datasets`` and ``evaluate``
+import no torch (the eval command serves export folders on torch-free devices); the rest does.
 """
