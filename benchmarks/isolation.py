@@ -50,7 +50,7 @@ def measure_case(case: str, export_dir: str, warmup: int, iters: int) -> dict:
         )
         session.run(None, {session.get_inputs()[0].name: x})
     net = open_backend(export_dir, backend="ncnn", threads=2, precision="fp32")
-    step, image = make_step(net, net.meta, spec), load_inputs(None)[0]
+    step, image = make_step(net, spec), load_inputs(None)[0]
     times = []
     for i in range(warmup + iters):
         if i == warmup:

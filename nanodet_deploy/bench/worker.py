@@ -42,7 +42,7 @@ def measure(spec: BenchSpec) -> dict:
     meta = backend.meta  # what the opened model expects (the same as meta.json for exports)
     try:
         images = load_inputs(spec.images)
-        step = make_step(backend, meta, spec)
+        step = make_step(backend, spec)
         check_output_shape(backend, meta, spec, images[0])
         samples, other_load = time_steps(step, images, spec.warmup, spec.iterations)
         settings["other_cpu_load"] = other_load
@@ -123,40 +123,19 @@ def load_inputs(images_dir: str | None) -> list[np.ndarray]:
     return [load_image(p) for p in paths[:MAX_IMAGES]]
 
 
-def make_step(backend, meta: ExportMeta, spec: BenchSpec) -> Callable[[np.ndarray], Timing]:
-    """One full detection, returning the three stage times in ms."""
-    from nanodet_deploy.postprocess import decode_raw, postprocess
-    from nanodet_deploy.preprocess import preprocess
+def make_step(backend, spec: BenchSpec) -> Callable[[np.ndarray], Timing]:
+    """One full detection through the runtime Detector (exactly what ``detect`` runs),
+    returning its three stage times in ms. The worker keeps ownership of ``backend``."""
+    from nanodet_deploy.runtimes.base import BorrowedBackend
+    from nanodet_deploy.runtimes.detector import Detector
 
-    raw = meta.output_layout == "raw"
+    detector = Detector(
+        BorrowedBackend(backend), resize=spec.resize_mode, input_hw=tuple(spec.input_hw)
+    )
 
     def step(image: np.ndarray) -> Timing:
-        t0 = time.perf_counter_ns()
-        tensor, info = preprocess(
-            image,
-            spec.input_hw,
-            mode=spec.resize_mode,
-            size_multiple=meta.size_multiple,
-            mean_bgr=meta.mean_bgr,
-            std_bgr=meta.std_bgr,
-            color_order=meta.color_order,
-            normalize=not meta.normalize_folded,
-        )
-        t1 = time.perf_counter_ns()
-        out = backend.run(tensor)
-        t2 = time.perf_counter_ns()
-        if raw:
-            out = decode_raw(out, meta.num_classes, meta.reg_max)
-        postprocess(
-            out,
-            input_hw=info.input_hw,
-            strides=meta.strides,
-            center_offset=meta.center_offset,
-            resize_info=info,
-            class_names=meta.class_names,
-        )
-        t3 = time.perf_counter_ns()
-        return Timing((t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6)
+        detector.detect(image)
+        return detector.last_timing
 
     return step
 

@@ -33,3 +33,13 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release the session / net (and its threads)."""
         ...
+
+
+class BorrowedBackend:
+    """A backend lent to a Detector that must not close it (the lender closes it)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.name, self.meta, self.run = backend.name, backend.meta, backend.run
+
+    def close(self) -> None:
+        pass

@@ -38,13 +38,16 @@ class TorchBackend:
         threads: int | None = None,
         checkpoint_sha256: str | None = None,
         random_weights: bool = False,
+        device: str | object = "cpu",
     ) -> None:
-        """``model``: a NanoDet (eval mode is set here). ``threads`` sets torch's (global) pool."""
+        """``model``: a NanoDet (eval mode is set here), run on ``device`` (a torch device;
+        the model is moved there). ``threads`` sets torch's (global) pool."""
         torch = _import_torch()
         from nanodet_deploy.models.export import ExportWrapper, export_meta
 
         cfg = model.cfg
-        self.wrapper = ExportWrapper(model.eval(), output_layout, fold_normalize).eval()
+        self.device = device
+        self.wrapper = ExportWrapper(model.eval(), output_layout, fold_normalize).to(device).eval()
         self.meta = export_meta(
             cfg, input_hw or cfg.input_hw, output_layout, fold_normalize,
             checkpoint_sha256=checkpoint_sha256, random_weights=random_weights,
@@ -119,7 +122,8 @@ class TorchBackend:
     def run(self, input_nchw: np.ndarray) -> np.ndarray:
         input_hw = check_input(self.meta, input_nchw)
         with self._torch.inference_mode():
-            out = self.wrapper(self._torch.from_numpy(np.ascontiguousarray(input_nchw)))
+            x = self._torch.from_numpy(np.ascontiguousarray(input_nchw)).to(self.device)
+            out = self.wrapper(x).float().cpu()
         return check_output(self.meta, out.numpy(), input_hw, "torch")
 
     def close(self) -> None:

@@ -173,7 +173,7 @@ def clean_box(
 ) -> tuple[float, float, float, float] | None:
     """Clip to the image (warning), drop if too small (warning); ``None`` when dropped."""
     x1, y1, x2, y2 = box_xyxy
-    if x2 - x1 < min_box_size or y2 - y1 < min_box_size or x2 - x1 <= 0 or y2 - y1 <= 0:
+    if _too_small(box_xyxy, min_box_size):
         log.warn(
             "boxes_dropped_degenerate",
             f"{where}: box {list(box_xyxy)} has width or height below {min_box_size} px; dropped",
@@ -188,8 +188,7 @@ def clean_box(
     )
     if clipped == (x1, y1, x2, y2):
         return clipped
-    cx1, cy1, cx2, cy2 = clipped
-    if cx2 - cx1 < min_box_size or cy2 - cy1 < min_box_size or cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
+    if _too_small(clipped, min_box_size):
         log.warn(
             "boxes_dropped_degenerate",
             f"{where}: box {list(box_xyxy)} lies outside the {w}x{h} image; dropped",
@@ -200,6 +199,12 @@ def clean_box(
         f"{where}: box {list(box_xyxy)} extends outside the {w}x{h} image; clipped to {list(clipped)}",
     )
     return clipped
+
+
+def _too_small(box_xyxy: tuple[float, float, float, float], min_box_size: float) -> bool:
+    x1, y1, x2, y2 = box_xyxy
+    w, h = x2 - x1, y2 - y1
+    return w < min_box_size or h < min_box_size or w <= 0 or h <= 0
 
 
 def _finish(

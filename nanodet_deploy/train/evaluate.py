@@ -129,30 +129,6 @@ def evaluate(
     return coco_map(records, class_names, detections), coco_detections(records, detections)
 
 
-class _DeviceTorchBackend:
-    """A NanoDet in this process, on any torch device, as a runtime ``Backend`` (for Detector)."""
-
-    name = "torch"
-
-    def __init__(self, model: Any, input_hw: tuple[int, int], device: Any) -> None:
-        import torch
-
-        from nanodet_deploy.models.export import ExportWrapper, export_meta
-
-        self._torch = torch
-        self.device = device
-        self.meta = export_meta(model.cfg, input_hw)
-        self.wrapper = ExportWrapper(model.eval()).to(device).eval()
-
-    def run(self, input_nchw: np.ndarray) -> np.ndarray:
-        with self._torch.inference_mode():
-            out = self.wrapper(self._torch.from_numpy(input_nchw).to(self.device))
-        return out[0].float().cpu().numpy()
-
-    def close(self) -> None:
-        self.wrapper = None
-
-
 def torch_detect_fn(
     model: Any, input_hw: tuple[int, int] | None = None, device: Any = "cpu"
 ) -> DetectFn:
@@ -163,9 +139,11 @@ def torch_detect_fn(
     The model is switched to eval mode and must not be trained while this is used.
     """
     from nanodet_deploy.runtimes.detector import Detector
+    from nanodet_deploy.runtimes.torch_backend import TorchBackend
 
     hw = tuple(input_hw or model.cfg.input_hw)
-    return Detector(_DeviceTorchBackend(model, hw, device), input_hw=hw, **EVAL_SETTINGS).detect
+    backend = TorchBackend(model, input_hw=hw, device=device)
+    return Detector(backend, input_hw=hw, **EVAL_SETTINGS).detect
 
 
 def evaluate_backend(
@@ -180,23 +158,14 @@ def evaluate_backend(
     The caller keeps ownership of ``backend``.
     """
     from nanodet_deploy.config import load_data_config
+    from nanodet_deploy.runtimes.base import BorrowedBackend
     from nanodet_deploy.runtimes.detector import Detector
 
     data_cfg = load_data_config(data)
     records, names = load_eval_records(data_cfg, meta.class_names, split, str(data))
-    detector = Detector(_Borrowed(backend), input_hw=input_hw, **EVAL_SETTINGS)
+    detector = Detector(BorrowedBackend(backend), input_hw=input_hw, **EVAL_SETTINGS)
     result, _ = evaluate(detector.detect, records, names)
     return result.map
-
-
-class _Borrowed:
-    """A backend the Detector may use but must not close."""
-
-    def __init__(self, backend: Any) -> None:
-        self.name, self.meta, self.run = backend.name, backend.meta, backend.run
-
-    def close(self) -> None:
-        pass
 
 
 def load_eval_records(
