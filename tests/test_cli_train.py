@@ -135,8 +135,8 @@ def test_train_resume_and_eval_cli(tmp_path, raccoon_dir):
     best = max(history, key=lambda r: r["map"])
     assert payload["metrics"]["map"] == pytest.approx(best["map"], abs=1e-6)
     # the benchmarks' hook measures the same on an opened backend, and leaves it open
+    from nanodet_deploy.evaluation import evaluate_backend
     from nanodet_deploy.runtimes import open_backend
-    from nanodet_deploy.train.evaluate import evaluate_backend
 
     backend = open_backend(out / "best.pth")
     value = evaluate_backend(backend, backend.meta, cfg, input_hw=(128, 128))

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from nanodet_deploy.train.data import DetectionDataset, collate
-from nanodet_deploy.train.datasets import (
+from nanodet_deploy.datasets import (
     DatasetError,
     ImageRecord,
     load_coco,
@@ -23,6 +22,7 @@ from nanodet_deploy.train.datasets import (
     load_yolo,
     records_to_coco,
 )
+from nanodet_deploy.train.data import DetectionDataset, collate
 from nanodet_deploy.train.transforms import AugmentConfig, TrainTransform
 
 COCO_MEAN, COCO_STD = (103.53, 116.28, 123.675), (57.375, 57.12, 58.395)

@@ -18,9 +18,9 @@ import pytest
 
 from nanodet_deploy.checkpoint import load_model
 from nanodet_deploy.config import load_data_config
+from nanodet_deploy.evaluation import evaluate_backend
 from nanodet_deploy.exporters.pipeline import ExportOptions, export_model
 from nanodet_deploy.runtimes import open_backend
-from nanodet_deploy.train.evaluate import evaluate_backend
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "assets" / "nanodet-m-raccoon-320.pth"

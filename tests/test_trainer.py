@@ -13,10 +13,10 @@ import torch
 
 from nanodet_deploy.checkpoint import read_checkpoint
 from nanodet_deploy.config import DataConfig, SplitConfig, TrainConfig, TrainingConfig
+from nanodet_deploy.datasets import load_voc
 from nanodet_deploy.models import build_model, zoo_config
 from nanodet_deploy.train.criterion import build_criterion
 from nanodet_deploy.train.data import DetectionDataset, collate
-from nanodet_deploy.train.datasets import load_voc
 from nanodet_deploy.train.run_files import LAST
 from nanodet_deploy.train.schedule import LRSchedule
 from nanodet_deploy.train.trainer import fit, seed_everything

@@ -202,7 +202,7 @@ def evaluate_map(spec: BenchSpec, backend, meta: ExportMeta) -> tuple[float | No
     if not spec.evaluate or spec.data is None:
         return None, None
     try:
-        from nanodet_deploy.train.evaluate import evaluate_backend
+        from nanodet_deploy.evaluation import evaluate_backend
     except ImportError as exc:
         return None, f"mAP not computed: evaluation unavailable ({exc})"
     value = evaluate_backend(backend, meta, spec.data, input_hw=spec.input_hw)

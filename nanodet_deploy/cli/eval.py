@@ -30,8 +30,8 @@ def eval_model(
     """mAP@[.5:.95], AP50, AP75 and per-class AP (pycocotools) of MODEL on the --data split."""
     from nanodet_deploy.artifacts import write_json_atomic
     from nanodet_deploy.config import load_data_config, parse_hw
+    from nanodet_deploy.evaluation import EVAL_SETTINGS, evaluate, load_eval_records
     from nanodet_deploy.runtimes.detector import Detector
-    from nanodet_deploy.train.evaluate import EVAL_SETTINGS, evaluate, load_eval_records
 
     if split not in ("val", "train"):
         raise ValueError(f"--split must be val or train, got {split!r}")

@@ -1,5 +1,6 @@
-"""Training: datasets, augmentation, label assignment, losses, the trainer and COCO evaluation.
+"""Training: augmentation, label assignment, losses, EMA, the trainer. Needs torch.
 
-``trainer.fit`` is the entry point (``nanodet-deploy train``). ``datasets`` and ``evaluate``
-import no torch (the eval command serves export folders on torch-free devices); the rest does.
+``trainer.fit`` is the entry point (``nanodet-deploy train``). Datasets (``nanodet_deploy.datasets``)
+and COCO evaluation (``nanodet_deploy.evaluation``) are torch-free and live outside this package,
+because export folders are scored on devices without torch.
 """

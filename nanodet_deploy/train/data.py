@@ -2,7 +2,7 @@
 and the loader helpers of the trainer (``EpochSampler`` / ``EpochDataset`` hand the epoch to
 persistent worker processes with every index; ``worker_init``).
 
-Records come from the loaders in :mod:`nanodet_deploy.train.datasets` (NumPy only).
+Records come from the loaders in :mod:`nanodet_deploy.datasets` (NumPy only).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler, RandomSampler, Sampler
 
-from nanodet_deploy.train.datasets import ImageRecord, read_image_bgr
+from nanodet_deploy.datasets import ImageRecord, read_image_bgr
 from nanodet_deploy.train.transforms import TransformedSample
 
 LOG = logging.getLogger(__name__)

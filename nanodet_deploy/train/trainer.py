@@ -49,6 +49,8 @@ from nanodet_deploy.config import (
     default_class_names,
     from_plain,
 )
+from nanodet_deploy.datasets import ImageRecord, load_split
+from nanodet_deploy.evaluation import evaluate, torch_detect_fn
 from nanodet_deploy.models import NanoDet, build_model
 from nanodet_deploy.train import distributed
 from nanodet_deploy.train.criterion import LossOutput, LossWeights, build_criterion
@@ -60,9 +62,7 @@ from nanodet_deploy.train.data import (
     collate,
     worker_init,
 )
-from nanodet_deploy.train.datasets import ImageRecord, load_split
 from nanodet_deploy.train.ema import ModelEMA
-from nanodet_deploy.train.evaluate import evaluate, torch_detect_fn
 from nanodet_deploy.train.folded_bn import folded_batchnorms, unfold_batchnorm
 from nanodet_deploy.train.run_files import LAST, RunState, prepare_out_dir, restore, save_epoch
 from nanodet_deploy.train.schedule import LRSchedule

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from nanodet_deploy.datasets import ImageRecord, load_voc
+from nanodet_deploy.evaluation import coco_map, evaluate, torch_detect_fn
 from nanodet_deploy.structures import Detections
-from nanodet_deploy.train.datasets import ImageRecord, load_voc
-from nanodet_deploy.train.evaluate import coco_map, evaluate, torch_detect_fn
 
 
 def record(image_id: int, boxes, labels, hw=(100, 100)) -> ImageRecord:
@@ -124,7 +124,7 @@ def test_evaluation_imports_without_torch():
 
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import nanodet_deploy.train.evaluate, nanodet_deploy.train.datasets\n"
+        "import nanodet_deploy.evaluation, nanodet_deploy.datasets\n"
         "import nanodet_deploy.cli.eval\n"
         "assert sys.modules['torch'] is None\n"
     )

@@ -30,9 +30,9 @@ import numpy as np
 
 from nanodet_deploy.artifacts import ExportMeta
 from nanodet_deploy.config import DataConfig, default_class_names
+from nanodet_deploy.datasets import ImageRecord, load_split, records_to_coco
 from nanodet_deploy.preprocess import load_image
 from nanodet_deploy.structures import Detections
-from nanodet_deploy.train.datasets import ImageRecord, load_split, records_to_coco
 
 DetectFn = Callable[[np.ndarray], Detections]
 # Official NanoDet evaluation: keep-ratio resize padded to a multiple of 32, score > 0.05,
