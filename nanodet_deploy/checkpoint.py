@@ -8,7 +8,9 @@ Official NanoDet files load too: Lightning ``.ckpt`` (``state_dict`` with ``mode
 EMA was used, ``avg_model.`` prefixes; the EMA copy wins), ``model_best.pth`` (``{"state_dict":
 bare keys}``), old v0.x ``.pth`` (bare or ``module.`` keys) and plain state dicts. Their
 architecture is inferred from the weights' shapes. Loading is strict: a checkpoint of another
-architecture fails with an error that lists what does not match.
+architecture fails with an error that lists what does not match. A file that is not a
+checkpoint at all (empty, text, truncated, a pickled object) fails with an error that says
+what the file is and which formats load.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,11 @@ FORMAT = "nanodet-deploy"
 FORMAT_VERSION = 1
 # Entries that may be absent from a checkpoint without changing inference.
 _OPTIONAL_SUFFIXES = ("num_batches_tracked", "distribution_project.project")
+LOADABLE = (
+    "loadable are nanodet-deploy checkpoints (last.pth / best.pth of `nanodet-deploy train`), "
+    "official NanoDet Lightning .ckpt files and official .pth state dicts (model_best.pth, "
+    "v0.x weights, a plain state_dict of tensors)"
+)
 
 
 class CheckpointError(ValueError):
@@ -88,14 +97,16 @@ def read_checkpoint(path: str | os.PathLike, prefer_ema: bool = True) -> LoadedC
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError...
+        # torch's message advises weights_only=False (arbitrary code execution): not repeated
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated, corrupt, or it pickles "
-            f"objects other than tensors and plain data): {first}"
-        ) from exc
+            f"{path}: not a readable PyTorch checkpoint: {describe_unreadable(path, exc)}; "
+            f"{LOADABLE}"
+        ) from None
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: expected a dict, found {type(raw).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a dict of weights, found {type(raw).__name__}; {LOADABLE}"
+        )
     if raw.get("format") == FORMAT:
         try:
             cfg = from_plain(ModelConfig, raw["config"], "config", str(path))
@@ -106,9 +117,58 @@ def read_checkpoint(path: str | os.PathLike, prefer_ema: bool = True) -> LoadedC
         return LoadedCheckpoint(path, FORMAT, cfg, weights, raw, use_ema)
     sd = raw.get("state_dict", raw)
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path}: no state_dict of tensors found (keys: {list(raw)[:8]})")
+        raise CheckpointError(
+            f"{path}: no state_dict of tensors found (keys: {list(raw)[:8]}); {LOADABLE}"
+        )
     weights, used_ema, kind = _official_weights(sd, prefer_ema)
     return LoadedCheckpoint(path, kind, None, weights, raw, used_ema)
+
+
+def describe_unreadable(path: Path, exc: BaseException) -> str:
+    """What a file that ``torch.load`` (weights only) rejected is, from its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as err:
+        return f"it cannot be read ({err.strerror or err})"
+    if not head:
+        return "it is an empty file (0 bytes)"
+    pickled = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if pickled:
+        return (
+            f"it pickles Python objects ({pickled.group(1)}), not only tensors and plain data "
+            "(e.g. a whole model object), and unpickling those can run arbitrary code"
+        )
+    if head.startswith(b"PK\x03\x04"):
+        return _describe_zip(path)
+    if head.startswith(b"\x80"):
+        return "it is a pickle that is truncated or holds no PyTorch checkpoint"
+    return _describe_other(head)
+
+
+def _describe_zip(path: Path) -> str:
+    if not zipfile.is_zipfile(path):
+        return (
+            "it is a truncated or corrupt zip archive (PyTorch checkpoints are zip files; "
+            "an interrupted download, copy or save?)"
+        )
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if not any(n.endswith("/data.pkl") for n in names):
+        return f"it is a zip archive but not a PyTorch checkpoint (files: {names[:5]})"
+    return "it is a PyTorch zip checkpoint with corrupt contents"
+
+
+def _describe_other(head: bytes) -> str:
+    text = head.decode("utf-8", errors="replace")
+    body = text[:-3] if len(head) == 64 else text  # the cut may split a character
+    if any(not (c.isprintable() or c in "\r\n\t") for c in body):
+        return f"it is unknown binary data (starting {head[:8].hex()})"
+    if text.startswith("version https://git-lfs"):
+        return "it is a Git LFS pointer, not the weights (run `git lfs pull`)"
+    if text.lstrip().lower().startswith(("<!doctype html", "<html")):
+        return "it is an HTML page (a failed download?)"
+    return f"it is a text file (starting {text[:24]!r})"
 
 
 def _official_weights(sd: dict[str, torch.Tensor], prefer_ema: bool) -> tuple[dict, bool, str]:

@@ -12,6 +12,12 @@ Malformed data (every message names the file, and the object index or line):
   image raise :class:`DatasetError`; with ``skip_invalid=True`` they are skipped and
   counted instead.
 
+Every image is decoded once while loading (``verify_images=True``, the default; see
+:mod:`nanodet_deploy.image_check`: in parallel, verdicts cached by path + size + mtime), so
+a truncated or corrupt file is found before training or evaluation starts: one
+:class:`DatasetError` lists every unusable image, or with ``skip_invalid=True`` each is
+skipped, logged and counted in ``images_skipped_missing``.
+
 Boxes are ``xyxy`` in original-image pixels, as the files give them (no VOC ``-1``:
 official NanoDet uses the raw values). Labels are 0-based indices into ``class_names``.
 
@@ -31,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from nanodet_deploy.config import DataConfig, SplitConfig
+from nanodet_deploy.image_check import check_images, decode_image_bytes, os_problem
 from nanodet_deploy.preprocess import IMAGE_SUFFIXES
+from nanodet_deploy.train_config import DataConfig, SplitConfig
 
 LOG = logging.getLogger(__name__)
 MAX_LOGGED_WARNINGS = 20  # per load; the rest are counted and kept in the summary
@@ -83,7 +89,7 @@ class LoadSummary:
     boxes_skipped_unknown_class: int = 0
     boxes_skipped_invalid: int = 0
     crowd_boxes_ignored: int = 0
-    images_skipped_missing: int = 0  # image file missing or unreadable
+    images_skipped_missing: int = 0  # image file missing, unreadable, corrupt or truncated
     images_skipped_invalid: int = 0  # annotation file / entry malformed
     messages: tuple[str, ...] = ()
 
@@ -134,7 +140,7 @@ class _Log:
 @dataclass
 class _RawImage:
     path: Path
-    height: int
+    height: int  # 0 (with width): not annotated, taken from the image when it is checked
     width: int
     objects: list[tuple[str, tuple[float, float, float, float], str]]  # (class, xyxy, where)
     image_id: int | None = None
@@ -144,14 +150,15 @@ class _RawImage:
 
 
 def read_image_bgr(path: PathLike) -> np.ndarray:
-    """Decode an image as ``uint8`` BGR ``(H, W, 3)``; :class:`DatasetError` if it cannot be read."""
+    """Decode an image as ``uint8`` BGR ``(H, W, 3)``; :class:`DatasetError` naming the file and
+    the reason (not found, empty, truncated JPEG/PNG, not an image) if it cannot be used."""
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
+        data = Path(path).read_bytes()
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read image ({exc})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        raise DatasetError(f"{path}: {os_problem(exc)}") from None
+    image, problem = decode_image_bytes(data)
     if image is None:
-        raise DatasetError(f"{path}: cannot decode image")
+        raise DatasetError(f"{path}: {problem}")
     return image
 
 
@@ -162,6 +169,39 @@ def _image_hw(path: Path, log: _Log) -> tuple[int, int] | None:
         log.fail("images_skipped_missing", str(exc))
         return None
     return int(image.shape[0]), int(image.shape[1])
+
+
+def _checked_images(raw_images: list[_RawImage], verify: bool, log: _Log) -> list[_RawImage]:
+    """Drop (or, without ``skip_invalid``, fail on) images that do not decode; fill unknown sizes.
+
+    ``verify=False`` decodes only the images whose size the annotations do not give.
+    """
+    if not verify:
+        return [raw for raw in raw_images if raw.height > 0 or _fill_hw(raw, log)]
+    checks = check_images([raw.path for raw in raw_images])
+    bad = [f"{c.path}: {c.problem}" for c in checks if not c.ok]
+    if bad and not log.skip_invalid:
+        count = f"{len(bad)} image{'s' if len(bad) > 1 else ''}"
+        raise DatasetError(
+            f"{count} cannot be used (fix or remove them, or set skip_invalid / "
+            "data.skip_invalid: true to skip them):\n  " + "\n  ".join(bad)
+        )
+    kept = []
+    for raw, check in zip(raw_images, checks, strict=True):
+        if not check.ok:
+            log.warn("images_skipped_missing", f"{check.path}: {check.problem} (skipped)")
+            continue
+        if raw.height <= 0 and check.hw is not None:
+            raw.height, raw.width = check.hw
+        kept.append(raw)
+    return kept
+
+
+def _fill_hw(raw: _RawImage, log: _Log) -> bool:
+    hw = _image_hw(raw.path, log)
+    if hw is not None:
+        raw.height, raw.width = hw
+    return hw is not None
 
 
 def clean_box(
@@ -276,6 +316,7 @@ def load_voc(
     class_names: Sequence[str] | None = None,
     skip_invalid: bool = False,
     min_box_size: float = 1.0,
+    verify_images: bool = True,
 ) -> LoadResult:
     """Pascal-VOC style folder: ``images/`` + ``annotations/*.xml`` (or ``JPEGImages/`` + ``Annotations/``).
 
@@ -283,7 +324,8 @@ def load_voc(
     ``"train"`` for ``root/train.txt`` or ``root/ImageSets/Main/train.txt``) with one
     image id per line, or a list of ids; ``None`` takes every XML file. ``class_names``:
     given (other names are unknown classes), or the sorted set of names found. An XML
-    without a usable ``<size>`` gets the size from the image.
+    without a usable ``<size>`` gets the size from the image. ``verify_images``: decode every
+    image now (module doc).
     """
     root = Path(root)
     image_dir = _first_dir(root, ("JPEGImages", "images"))
@@ -293,6 +335,7 @@ def load_voc(
     raw_images = [
         raw for i in ids if (raw := _parse_voc_xml(ann_dir / f"{i}.xml", image_dir, i, log))
     ]
+    raw_images = _checked_images(raw_images, verify_images, log)
     if class_names is None:
         class_names = sorted({name for raw in raw_images for name, _, _ in raw.objects})
     return _finish(raw_images, class_names, min_box_size, log)
@@ -339,11 +382,7 @@ def _parse_voc_xml(xml_path: Path, image_dir: Path, image_stem: str, log: _Log) 
             "images_skipped_missing", f"{xml_path}: image {image_stem!r} not found in {image_dir}"
         )
         return None
-    hw = _voc_size(root)
-    if hw is None:
-        hw = _image_hw(image_path, log)
-        if hw is None:
-            return None
+    hw = _voc_size(root) or (0, 0)  # (0, 0): read from the image
     objects = []
     for k, obj in enumerate(root.findall("object")):
         where = f"{xml_path} object {k}"
@@ -388,6 +427,7 @@ def load_coco(
     image_dir: PathLike,
     skip_invalid: bool = False,
     min_box_size: float = 1.0,
+    verify_images: bool = True,
 ) -> LoadResult:
     """COCO detection JSON. Classes: the categories sorted by id (label = position).
 
@@ -408,6 +448,7 @@ def load_coco(
         if raw is not None:
             raw.objects = by_image.pop(raw.image_id, [])
             raw_images.append(raw)
+    raw_images = _checked_images(raw_images, verify_images, log)
     raw_images.sort(key=lambda raw: raw.image_id)
     listed_ids = {img.get("id") for img in data["images"] if isinstance(img, dict)}
     for image_id, objects in by_image.items():
@@ -474,10 +515,7 @@ def _coco_image(img: Any, k: int, path: Path, image_dir: Path, log: _Log) -> _Ra
         return None
     height, width = img.get("height"), img.get("width")
     if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
-        hw = _image_hw(image_path, log)
-        if hw is None:
-            return None
-        height, width = hw
+        height, width = 0, 0  # read from the image
     return _RawImage(image_path, height, width, [], image_id=img["id"])
 
 
@@ -490,6 +528,7 @@ def load_yolo(
     class_names: Sequence[str] | None = None,
     skip_invalid: bool = False,
     min_box_size: float = 1.0,
+    verify_images: bool = True,
 ) -> LoadResult:
     """YOLO TXT labels: one ``class cx cy w h`` line per box, normalized to 0..1.
 
@@ -505,13 +544,11 @@ def load_yolo(
     if class_names is None:
         class_names = find_yolo_class_names([label_dir, label_dir.parent, image_dir.parent])
     log = _Log(skip_invalid)
-    raw_images = []
-    for image_path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        hw = _image_hw(image_path, log)
-        if hw is None:
-            continue
-        objects = _yolo_objects(label_dir / f"{image_path.stem}.txt", hw, class_names, log)
-        raw_images.append(_RawImage(image_path, hw[0], hw[1], objects))
+    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    raw_images = _checked_images([_RawImage(p, 0, 0, []) for p in paths], verify_images, log)
+    for raw in raw_images:
+        hw = (raw.height, raw.width)
+        raw.objects = _yolo_objects(label_dir / f"{raw.path.stem}.txt", hw, class_names, log)
     return _finish(raw_images, class_names, min_box_size, log)
 
 
@@ -639,7 +676,11 @@ def load_split(
     """
     cfg: SplitConfig = getattr(data, split)
     names = class_names or data.class_names or None
-    opts = dict(skip_invalid=data.skip_invalid, min_box_size=data.min_box_size)
+    opts = dict(
+        skip_invalid=data.skip_invalid,
+        min_box_size=data.min_box_size,
+        verify_images=data.verify_images,
+    )
     where = f"{source}: data.{split}"
     if data.root and not Path(data.root).is_dir():
         raise DatasetError(f"{source}: data.root {data.root} is not a folder (dataset missing?)")

@@ -36,3 +36,9 @@ def reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def raccoon_dir() -> Path:
     return require_shared("datasets", "raccoon")
+
+
+@pytest.fixture(autouse=True)
+def _user_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Caches (image verdicts) go to this session's temp folder, not the user's ~/.cache."""
+    monkeypatch.setenv("NANODET_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "user-cache"))

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import io
+import pickle
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +19,8 @@ from nanodet_deploy.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from nanodet_deploy.models import build_model, zoo_config
+from nanodet_deploy.config import zoo_config
+from nanodet_deploy.models import build_model
 
 
 def _randomize(model):
@@ -155,5 +161,57 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
 def test_pickled_module_is_refused(tmp_path):
     path = tmp_path / "module.pth"
     torch.save(build_model(zoo_config("nanodet-m")), path)
-    with pytest.raises(CheckpointError, match="pickles objects"):
+    with pytest.raises(CheckpointError, match=r"pickles Python objects \(nanodet_deploy\.models"):
+        read_checkpoint(path)
+
+
+def _zip_without_pickle() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("notes/readme.txt", "hello")
+    return buffer.getvalue()
+
+
+def _saved(obj, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, **kwargs)
+    return buffer.getvalue()
+
+
+GOOD = {"model.weight": torch.zeros(2)}
+BAD_FILES = {
+    "random": (lambda: np.random.default_rng(0).bytes(4096), "unknown binary data"),
+    "truncated zip": (lambda: _saved(GOOD)[:300], "truncated or corrupt zip archive"),
+    "zip, not torch": (_zip_without_pickle, "a zip archive but not a PyTorch checkpoint"),
+    "text": (lambda: b"model: nanodet-m\nweights: none\n", "a text file (starting 'model:"),
+    "empty": (lambda: b"", "an empty file (0 bytes)"),
+    "git lfs pointer": (lambda: b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", "Git LFS pointer"),
+    "truncated legacy": (lambda: _saved(GOOD, _use_new_zipfile_serialization=False)[:200], "a pickle that is truncated"),
+    "plain pickle": (lambda: pickle.dumps({"weights": [1, 2]}), "a pickle that is truncated or holds no"),
+    "pickled object": (lambda: _saved({"args": argparse.Namespace(lr=1)}), "pickles Python objects (argparse.Namespace)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_bad_checkpoint_files_say_what_they_are_and_what_loads(tmp_path, kind):
+    make, what = BAD_FILES[kind]
+    path = tmp_path / "weights.pth"
+    path.write_bytes(make())
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a readable PyTorch checkpoint: it ")
+    assert what in message, message
+    assert "nanodet-deploy checkpoints" in message and "official NanoDet Lightning .ckpt" in message
+    assert "weights_only" not in message and info.value.__cause__ is None
+    assert info.value.__suppress_context__  # torch's advice is not chained in either
+
+
+def test_wrong_content_lists_loadable_formats(tmp_path):
+    path = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(CheckpointError, match=r"tensor\.pth: expected a dict .* loadable are"):
+        read_checkpoint(path)
+    torch.save({"epoch": 3}, path)
+    with pytest.raises(CheckpointError, match=r"no state_dict of tensors .* loadable are"):
         read_checkpoint(path)

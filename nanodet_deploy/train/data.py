@@ -1,6 +1,6 @@
 """The torch side of the data: ``DetectionDataset`` (records + transform), batch ``collate``,
 and the loader helpers of the trainer (``EpochSampler`` / ``EpochDataset`` hand the epoch to
-persistent worker processes with every index; ``worker_init``).
+persistent worker processes with every index; ``worker_init``; ``log_skipped_images``).
 
 Records come from the loaders in :mod:`nanodet_deploy.datasets` (NumPy only).
 """
@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler, RandomSampler, Sampler
 
-from nanodet_deploy.datasets import ImageRecord, read_image_bgr
+from nanodet_deploy.datasets import DatasetError, ImageRecord, read_image_bgr
 from nanodet_deploy.train.transforms import TransformedSample
 
 LOG = logging.getLogger(__name__)
+MAX_REPLACEMENTS = 10  # unreadable replacements tried for one sample before giving up
 
 
 class SampleTransform(Protocol):
@@ -37,6 +38,13 @@ class DetectionDataset(torch.utils.data.Dataset):
     The random generator of sample ``i`` in epoch ``e`` is seeded with ``(seed, e, i)``,
     so augmentation is reproducible whatever the number of workers; call
     :meth:`set_epoch` at the start of every epoch (with persistent workers too).
+
+    An image that became unreadable after loading (deleted, rewritten, truncated) does not
+    stop training: sample ``i`` is replaced by record ``j``, drawn from a generator seeded
+    with ``(seed, e, i, attempt)`` and augmented with sample ``i``'s generator, and
+    ``meta["skipped"]`` lists why (the trainer logs it at that step). Batch sizes, the number
+    of steps and every random stream stay what they would be; the replacement depends only
+    on the seed, the epoch, the index and which files fail, not on the workers.
     """
 
     def __init__(
@@ -56,8 +64,32 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __getitem__(
         self, index: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
-        rec = self.records[index]
-        image = read_image_bgr(rec.path)
+        skipped: list[str] = []
+        attempts = MAX_REPLACEMENTS + 1 if len(self.records) > 1 else 1
+        for attempt in range(attempts):
+            rec = self.records[self._replacement(index, attempt)]
+            try:
+                image = read_image_bgr(rec.path)
+            except DatasetError as exc:
+                skipped.append(str(exc))
+                continue
+            return self._sample(index, rec, image, skipped)
+        raise DatasetError(
+            f"no readable image for sample {index} in {attempts} tries:\n  " + "\n  ".join(skipped)
+        )
+
+    def _replacement(self, index: int, attempt: int) -> int:
+        """Record used for sample ``index``: itself, then draws among the other records."""
+        if attempt == 0:
+            return index
+        draw = np.random.default_rng([self.seed, self.epoch, index, attempt]).integers(
+            len(self.records) - 1
+        )
+        return int(draw) + int(draw >= index)
+
+    def _sample(
+        self, index: int, rec: ImageRecord, image: np.ndarray, skipped: list[str]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
         if image.shape[:2] != rec.hw:
             LOG.warning(
                 "%s: image is %dx%d but the annotation says %dx%d",
@@ -79,6 +111,7 @@ class DetectionDataset(torch.utils.data.Dataset):
             "src_hw": (int(image.shape[0]), int(image.shape[1])),
             "image_hw": (int(sample.image_chw.shape[1]), int(sample.image_chw.shape[2])),
             "warp_matrix": sample.warp_matrix,
+            "skipped": skipped,  # unreadable files this sample replaces (messages)
         }
         return torch.from_numpy(sample.image_chw), target, meta
 
@@ -148,6 +181,17 @@ class EpochDataset(torch.utils.data.Dataset):
         epoch, index = key
         self.dataset.set_epoch(epoch)
         return self.dataset[index]
+
+
+def log_skipped_images(metas: Sequence[dict[str, Any]], where: str) -> int:
+    """Warn about every unreadable image a batch replaced (logged in the main process, also
+    when workers loaded the batch); returns how many."""
+    count = 0
+    for meta in metas:
+        for message in meta.get("skipped", ()):
+            LOG.warning("%s: skipped %s; used %s instead", where, message, meta["path"])
+            count += 1
+    return count
 
 
 def worker_init(_: int) -> None:
