@@ -1,8 +1,13 @@
 """meta.json: the contract between the exporter and every runtime.
 
-An export folder holds the model files and a ``meta.json`` that says everything a runtime
-needs: class names, strides, center offset, reg_max, input size, normalization, output
-layout and the file and blob names. Runtimes read only this file. NumPy-free, torch-free.
+An export folder holds the model files and a ``meta.json`` that says everything a runtime (or
+an app) needs: class names, strides, center offset, reg_max, the ``preprocess`` block (geometry,
+sampler, input size, size multiple, mean, std, colour order, folded normalization, pad value,
+how boxes map back: ``structures.PreprocessSpec``), the output layout, and the file and blob
+names of every format and precision. Runtimes read only this file. Torch-free.
+
+Format 1 (before the preprocess block) is still read: its input size, mean/std, colour order
+and folded-normalization keys become the block, with the ``warp`` sampler it was made with.
 """
 
 from __future__ import annotations
@@ -13,9 +18,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from nanodet_deploy.fileio import write_json_atomic
+from nanodet_deploy.structures import PreprocessSpec
 
 META_FILE = "meta.json"
-META_FORMAT = 1
+META_FORMAT = 2
+# format 1 kept these at the top level; format 2 holds them in the "preprocess" block
+_V1_PREPROCESS_KEYS = (
+    "input_hw", "size_multiple", "mean_bgr", "std_bgr", "color_order", "normalize_folded",
+)  # fmt: skip
 OUTPUT_DECODED = "decoded"  # (N, P, C + 4): sigmoid scores, distances l, t, r, b in stride units
 OUTPUT_RAW = "raw"  # (N, P, C + 4 * (reg_max + 1)): sigmoid scores, raw distribution logits
 OUTPUT_LAYOUTS = (OUTPUT_DECODED, OUTPUT_RAW)
@@ -32,13 +42,8 @@ class ExportMeta:
     strides: tuple[int, ...]
     center_offset: float
     reg_max: int
-    input_hw: tuple[int, int]  # the size the model was exported (and verified) at
-    size_multiple: int  # input H and W must be multiples of this (deepest backbone stride, 32)
-    mean_bgr: tuple[float, float, float]
-    std_bgr: tuple[float, float, float]
+    preprocess: PreprocessSpec  # its input_hw is the size the model was exported (verified) at
     output_layout: str = OUTPUT_DECODED
-    color_order: str = "BGR"
-    normalize_folded: bool = False
     dynamic_axes: tuple[str, ...] = ()  # for ONNX: subset of ("batch", "height", "width")
     opset: int | None = None
     precision: dict[str, str] = field(default_factory=dict)  # {"onnx": "fp32", "ncnn": "fp16"}
@@ -52,7 +57,33 @@ class ExportMeta:
     random_weights: bool = False
     macs: int | None = None  # conv multiply-accumulates at input_hw (models/stats.py)
     params: int | None = None  # parameters of the exported (inference) model
+    int8: dict | None = None  # how the int8 files were calibrated and what stayed in float
     format_version: int = META_FORMAT
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.preprocess.input_hw
+
+    @property
+    def size_multiple(self) -> int:
+        """Input H and W must be multiples of this (the deepest backbone stride, 32)."""
+        return self.preprocess.size_multiple
+
+    @property
+    def mean_bgr(self) -> tuple[float, float, float]:
+        return self.preprocess.mean_bgr
+
+    @property
+    def std_bgr(self) -> tuple[float, float, float]:
+        return self.preprocess.std_bgr
+
+    @property
+    def color_order(self) -> str:
+        return self.preprocess.color_order
+
+    @property
+    def normalize_folded(self) -> bool:
+        return self.preprocess.normalize_folded
 
     @property
     def num_classes(self) -> int:
@@ -79,14 +110,22 @@ class ExportMeta:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("class_names", "strides", "input_hw", "mean_bgr", "std_bgr", "dynamic_axes"):
+        for key in ("class_names", "strides", "dynamic_axes"):
             d[key] = list(d[key])
+        d["preprocess"] = self.preprocess.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, data: dict, source: str = META_FILE) -> ExportMeta:
+        version = data.get("format_version", META_FORMAT)
+        if version > META_FORMAT:
+            raise MetaError(
+                f"{source}: format_version {version} is newer than this "
+                f"nanodet-deploy understands ({META_FORMAT}); upgrade nanodet-deploy"
+            )
+        d = _upgrade_v1(dict(data)) if version < 2 else dict(data)
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(d) - known)
         if unknown:
             raise MetaError(f"{source}: unknown keys {unknown}")
         required = [
@@ -95,33 +134,36 @@ class ExportMeta:
             "strides",
             "center_offset",
             "reg_max",
-            "input_hw",
-            "size_multiple",
-            "mean_bgr",
-            "std_bgr",
+            "preprocess",
         ]
-        missing = [k for k in required if k not in data]
+        missing = [k for k in required if k not in d]
         if missing:
             raise MetaError(f"{source}: missing keys {missing}")
-        if data.get("format_version", META_FORMAT) > META_FORMAT:
-            raise MetaError(
-                f"{source}: format_version {data['format_version']} is newer than this "
-                f"nanodet-deploy understands ({META_FORMAT}); upgrade nanodet-deploy"
-            )
-        d = dict(data)
-        for key in ("class_names", "strides", "input_hw", "mean_bgr", "std_bgr", "dynamic_axes"):
+        for key in ("class_names", "strides", "dynamic_axes"):
             if key in d:
                 d[key] = tuple(d[key])
         d["strides"] = tuple(int(s) for s in d["strides"])
-        d["input_hw"] = tuple(int(s) for s in d["input_hw"])
+        d["format_version"] = META_FORMAT
+        try:
+            d["preprocess"] = PreprocessSpec.from_dict(d["preprocess"])
+        except (ValueError, TypeError) as exc:
+            raise MetaError(f"{source}: preprocess block: {exc}") from exc
         meta = cls(**d)
         if meta.output_layout not in OUTPUT_LAYOUTS:
             raise MetaError(f"{source}: output_layout must be one of {OUTPUT_LAYOUTS}")
-        if meta.color_order not in ("BGR", "RGB"):
-            raise MetaError(f"{source}: color_order must be BGR or RGB")
-        if len(meta.input_hw) != 2 or not meta.strides or not meta.class_names:
-            raise MetaError(f"{source}: input_hw needs 2 values; strides and class_names non-empty")
+        if not meta.strides or not meta.class_names:
+            raise MetaError(f"{source}: strides and class_names must be non-empty")
         return meta
+
+
+def _upgrade_v1(d: dict) -> dict:
+    """Format 1 -> 2: the top-level preprocessing keys become the block (sampler: warp)."""
+    missing = [k for k in ("input_hw", "size_multiple", "mean_bgr", "std_bgr") if k not in d]
+    if missing:
+        return d  # reported as missing "preprocess" by the caller
+    block = {k: d.pop(k) for k in _V1_PREPROCESS_KEYS if k in d}
+    d["preprocess"] = {**block, "geometry": "pad", "sampler": "warp"}
+    return d
 
 
 def read_meta(export_dir: str | os.PathLike) -> ExportMeta:

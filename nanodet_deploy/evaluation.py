@@ -1,43 +1,51 @@
-"""COCO mAP of any detector, measured through the deployment path.
+"""COCO mAP of any detector, measured through the deployment path. Torch-free.
 
 ``evaluate(detect, records, class_names)`` loads every image with the runtime's
 ``load_image``, calls ``detect(image) -> Detections`` and scores the result with pycocotools:
 mAP@[.5:.95], AP50, AP75, AP small/medium/large, AR@100 and per-class AP. ``detect`` is any
-callable; the project's are all ``runtimes.detector.Detector(...).detect`` with
-:data:`EVAL_SETTINGS`: an export folder (onnxruntime / ncnn), a checkpoint (torch), or, during
-training, :func:`torch_detect_fn` (the model in-process on its device), so an exported artifact's
-accuracy is measured with the very preprocess -> runtime -> postprocess code that deploys it.
+callable; the project's are all ``Detector(...).detect`` with :data:`EVAL_SETTINGS`: an export
+folder (any backend), a checkpoint (torch), or, during training, the model in-process
+(``train/validate.py``), so an exported artifact's accuracy is measured with the very
+preprocess -> runtime -> postprocess code that deploys it. ``evaluate_detector`` /
+``evaluate_backend`` do it for a data YAML's split.
 
 Validation settings are official NanoDet's: keep-ratio resize padded to a multiple of 32
-(``preprocess(mode="pad")``) at the training input size, score > 0.05, class-aware NMS at
-IoU 0.6, at most 100 detections per image.
+(the ``pad`` geometry) at the model's input size, score > 0.05, class-aware NMS at IoU 0.6, at
+most 100 detections per image. The sampler is the model's (meta.json's preprocess block), so
+the mAP is the one of the preprocessing the export ships with.
 
-This module imports neither torch (only :func:`torch_detect_fn` does, when called) nor anything
-that needs it; pycocotools' printing is captured into ``EvalResult.summary``.
+pycocotools' printing is captured into ``EvalResult.summary``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
-from nanodet_deploy.artifacts import ExportMeta
-from nanodet_deploy.config import DataConfig, default_class_names
+from nanodet_deploy.config import default_class_names
 from nanodet_deploy.datasets import ImageRecord, load_split, records_to_coco
-from nanodet_deploy.preprocess import load_image
+from nanodet_deploy.detector import Detector
+from nanodet_deploy.preprocess import ImageLoadError, load_image
+from nanodet_deploy.runtimes.base import Backend, BorrowedBackend
 from nanodet_deploy.structures import Detections
+from nanodet_deploy.train_config import DataConfig, load_data_config
+
+LOG = logging.getLogger(__name__)
 
 DetectFn = Callable[[np.ndarray], Detections]
 # Official NanoDet evaluation: keep-ratio resize padded to a multiple of 32, score > 0.05,
 # class-aware NMS at IoU 0.6, 100 detections per image (Detector keyword arguments).
-EVAL_SETTINGS: dict[str, Any] = dict(resize="pad", score_thresh=0.05, iou_thresh=0.6, max_det=100)
+EVAL_SETTINGS: dict[str, Any] = dict(geometry="pad", score_thresh=0.05, iou_thresh=0.6, max_det=100)
 _STAT_NAMES = ("map", "ap50", "ap75", "ap_small", "ap_medium", "ap_large",
                "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large")  # fmt: skip
 
@@ -52,9 +60,11 @@ class EvalResult:
     stats: dict[str, float]  # all 12 COCO summary numbers by name
     per_class_ap: dict[str, float]  # AP@[.5:.95] per class, nan without ground truth
     per_class_ap50: dict[str, float]
-    num_images: int
+    num_images: int  # images evaluated (the metrics cover these only)
     num_detections: int
     summary: str = field(default="", repr=False)  # pycocotools' printed table
+    num_skipped: int = 0  # images that could not be read while evaluating (not scored)
+    skipped: tuple[str, ...] = ()  # why, one message per skipped image
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -83,8 +93,6 @@ def coco_map(
     detections: Sequence[Detections],
 ) -> EvalResult:
     """Score per-image ``detections`` (same order as ``bench.records``) against their ground truth."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     results = coco_detections(records, detections)
     names = list(class_names)
@@ -119,53 +127,61 @@ def evaluate(
 ) -> tuple[EvalResult, list[dict[str, Any]]]:
     """Run ``detect`` on every record's image; returns the metrics and the COCO result entries.
 
-    ``on_image(done, total)`` is called after each image (progress display).
+    An image that cannot be read now (deleted or damaged since the records were loaded) is
+    skipped with a warning: the metrics cover the evaluated images and their ground truth
+    only, and ``EvalResult.num_skipped`` / ``skipped`` say what was left out. ValueError
+    when no image can be read. ``on_image(done, total)`` is called after each image
+    (progress display).
     """
-    detections = []
+    detections, evaluated, skipped = [], [], []
     for i, rec in enumerate(records):
-        detections.append(detect(load_image(rec.path)))
+        try:
+            image = load_image(rec.path)
+        except (OSError, ImageLoadError) as exc:
+            LOG.warning("%s; skipped, not evaluated", exc)
+            skipped.append(str(exc))
+        else:
+            detections.append(detect(image))
+            evaluated.append(rec)
         if on_image is not None:
             on_image(i + 1, len(records))
-    return coco_map(records, class_names, detections), coco_detections(records, detections)
+    if records and not evaluated:
+        raise ValueError(
+            f"none of the {len(records)} images could be read:\n  " + "\n  ".join(skipped)
+        )
+    result = coco_map(evaluated, class_names, detections)
+    if skipped:
+        result = replace(result, num_skipped=len(skipped), skipped=tuple(skipped))
+    return result, coco_detections(evaluated, detections)
 
 
-def torch_detect_fn(
-    model: Any, input_hw: tuple[int, int] | None = None, device: Any = "cpu"
-) -> DetectFn:
-    """Detect function of a NanoDet in this process (on ``device``): the runtime ``Detector``
-    around the export wrapper, i.e. the exported module's output (sigmoid scores,
-    softmax-integral distances) through the shared preprocess and postprocess.
-
-    The model is switched to eval mode and must not be trained while this is used.
-    """
-    from nanodet_deploy.runtimes.detector import Detector
-    from nanodet_deploy.runtimes.torch_backend import TorchBackend
-
-    hw = tuple(input_hw or model.cfg.input_hw)
-    backend = TorchBackend(model, input_hw=hw, device=device)
-    return Detector(backend, input_hw=hw, **EVAL_SETTINGS).detect
+def evaluate_detector(
+    detector: Detector,
+    data: str | os.PathLike,
+    split: str = "val",
+    on_image: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Metrics of an opened ``Detector`` on ``split`` of a data YAML (the caller sets its
+    evaluation settings, normally :data:`EVAL_SETTINGS`)."""
+    data_cfg = load_data_config(data)
+    records, names = load_eval_records(data_cfg, detector.class_names, split, str(data))
+    result, _ = evaluate(detector.detect, records, names, on_image=on_image)
+    return result
 
 
 def evaluate_backend(
-    backend: Any,
-    meta: ExportMeta,
+    backend: Backend,
     data: str | os.PathLike,
-    input_hw: tuple[int, int] | None = None,
     split: str = "val",
-) -> float:
-    """mAP@[.5:.95] of an opened backend on a split of a data YAML (hook of the benchmarks).
-
-    The caller keeps ownership of ``backend``.
-    """
-    from nanodet_deploy.config import load_data_config
-    from nanodet_deploy.runtimes.base import BorrowedBackend
-    from nanodet_deploy.runtimes.detector import Detector
-
-    data_cfg = load_data_config(data)
-    records, names = load_eval_records(data_cfg, meta.class_names, split, str(data))
-    detector = Detector(BorrowedBackend(backend), input_hw=input_hw, **EVAL_SETTINGS)
-    result, _ = evaluate(detector.detect, records, names)
-    return result.map
+    input_hw: tuple[int, int] | None = None,
+    sampler: str | None = None,
+) -> EvalResult:
+    """Metrics of an opened backend with :data:`EVAL_SETTINGS` (the benchmarks' and the
+    exporter's hook). The caller keeps ownership of ``backend``."""
+    with Detector(
+        BorrowedBackend(backend), input_hw=input_hw, sampler=sampler, **EVAL_SETTINGS
+    ) as detector:
+        return evaluate_detector(detector, data, split)
 
 
 def load_eval_records(

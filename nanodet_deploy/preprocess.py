@@ -2,41 +2,54 @@
 
 Public API::
 
-    preprocess(image, input_hw, *, mode="pad", size_multiple=32, mean_bgr=MEAN_BGR,
-               std_bgr=STD_BGR, color_order="BGR", normalize=True) -> (tensor, ResizeInfo)
+    preprocess(image, spec) -> (tensor, ResizeInfo)   # spec: structures.PreprocessSpec
+    pad_to(tensor, info, target_hw, spec)     # pad on to a static model's input size
     load_image(path) -> np.ndarray            # HxWx3 BGR, uint8 (or float32 0..255 for 16-bit)
     list_images(folder) -> list[Path]         # image files of a folder (IMAGE_SUFFIXES), sorted
     to_bgr(image) -> np.ndarray               # the input conversions preprocess applies
     keep_ratio_hw(src_hw, dst_hw) -> (h, w)   # official NanoDet's get_minimum_dst_shape
+    resize_matrix(src_hw, dst_hw, keep_ratio) # official NanoDet's get_resize_matrix
     ImageLoadError                            # unreadable / corrupt / truncated image file
 
-Resize modes (``cv2.warpAffine`` with official NanoDet's resize matrix, INTER_LINEAR, so the
-network sees bit for bit the tensor official NanoDet's val pipeline makes):
+Preprocessing is geometry x sampler (``PreprocessSpec``).
+
+Geometry (where the image goes in the tensor):
 
 - ``plain``: resize to exactly ``input_hw``; the aspect ratio is not kept (official
   ``keep_ratio: False``, the NanoDet-Plus configs).
 - ``letterbox``: keep the ratio, fit inside ``input_hw``, pad to exactly ``input_hw`` with the
   image **centred** (the odd pixel of padding goes right/bottom); ``ResizeInfo.offset_xy`` holds
   the integer left/top padding.
-- ``pad`` (default): keep the ratio, fit inside ``input_hw``, then pad right/bottom only up to
-  the next multiple of ``size_multiple``. The tensor can be smaller than ``input_hw`` (a 650x417
-  image at 320 gives 1x3x224x320). This is official NanoDet's val pipeline (keep-ratio warp +
-  ``stack_batch_img(divisible=32)``) and the fastest input for NCNN.
+- ``pad``: keep the ratio, fit inside ``input_hw``, then pad right/bottom only up to the next
+  multiple of ``size_multiple``. The tensor can be smaller than ``input_hw`` (a 650x417 image at
+  320 gives 1x3x224x320): official NanoDet's val pipeline (keep-ratio + ``stack_batch_img
+  (divisible=32)``) and the fastest input for NCNN.
 
 The keep-ratio content size is computed like official ``get_minimum_dst_shape`` (truncated, so
-720x480 at 416 gives 415x277). As official ``get_resize_matrix``, one scale serves both axes
-(taken from the truncated size: 277/480 for that example) and the image is centred in the
-content box, a sub-pixel shift (up to 0.71 px on the reference images). ``cv2.resize`` instead
-samples other positions: measured on the official fixtures, inputs then differ by up to 4.2
-normalized units and NMS picks other boxes (up to 30 px off). ``ResizeInfo`` records the exact
-scale and shift, which is what maps boxes back.
+720x480 at 416 gives 415x277).
+
+Sampler (how the content box is filled, bilinear in both cases):
+
+- ``resize``: ncnn's own ``Mat.from_pixels_resize`` of the content box (8-bit images; 16-bit and
+  float images use ``cv2.resize`` INTER_LINEAR), so the tensor is bit for bit what an NCNN app
+  computes. (``cv2.resize`` itself is not: measured, it differs from ncnn by one grey level in
+  up to 0.3% of the pixels, depending on the scale.) Boxes map back with the per-axis scale
+  ``content / image`` and the integer padding offset, exactly. This is why this module imports
+  ncnn (12 ms, a core dependency).
+- ``warp``: ``cv2.warpAffine`` with official NanoDet's resize matrix: one scale for both axes
+  (taken from the truncated size: 277/480 for the example above) and the image centred in the
+  content box, a sub-pixel shift (up to 0.71 px on the reference images). This is what official
+  NanoDet trains and evaluates on (the network input equals the official fixtures); it samples
+  other pixel positions than ``cv2.resize`` (inputs differ by up to 4.2 normalized units).
+
+``ResizeInfo`` records the exact scale and shift of either, which is what maps boxes back.
 
 Normalization is ``(x - mean) / std`` per channel on 0..255 values, computed as
 ``(x - mean) * (1 / std)`` in float32 straight into the output tensor. Padding is the mean
 colour: exactly 0.0 after normalization (as official NanoDet, which pads 0.0 after normalizing),
-and ``mean`` itself when ``normalize=False`` (export folded the normalization into the graph, so
-the graph still sees 0). ``mean_bgr`` / ``std_bgr`` are always given in BGR order; with
-``color_order="RGB"`` the channels and the mean/std are swapped together.
+and ``mean`` itself when the export folded the normalization into the graph (so the graph still
+sees 0). ``mean_bgr`` / ``std_bgr`` are always given in BGR order; with ``color_order="RGB"``
+the channels and the mean/std are swapped together.
 
 Accepted images (``to_bgr``): BGR uint8 HxWx3 (``cv2.imread``, the main case, used without a
 copy), grayscale HxW / HxWx1 (replicated), BGRA HxWx4 (alpha dropped, not composited), uint16
@@ -47,19 +60,17 @@ copy), grayscale HxW / HxWx1 (replicated), BGRA HxWx4 (alpha dropped, not compos
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
+import ncnn
 import numpy as np
 
-from nanodet_deploy.structures import ResizeInfo
+from nanodet_deploy.structures import MEAN_BGR, STD_BGR, PreprocessSpec, ResizeInfo
 
-MEAN_BGR: tuple[float, float, float] = (103.53, 116.28, 123.675)
-STD_BGR: tuple[float, float, float] = (57.375, 57.12, 58.395)
-MODES = ("plain", "letterbox", "pad")
 # File name endings treated as images (case-insensitive) wherever a folder of images is read.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm")
-COLOR_ORDERS = ("BGR", "RGB")
 # Keep 16-bit depth and grayscale, drop alpha, apply EXIF orientation like cv2.imread(path).
 _IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
@@ -68,37 +79,56 @@ class ImageLoadError(ValueError):
     """An image file exists but cannot be decoded (corrupt, truncated, not an image)."""
 
 
-def preprocess(
-    image: np.ndarray,
-    input_hw: tuple[int, int],
-    *,
-    mode: str = "pad",
-    size_multiple: int = 32,
-    mean_bgr: tuple[float, float, float] = MEAN_BGR,
-    std_bgr: tuple[float, float, float] = STD_BGR,
-    color_order: str = "BGR",
-    normalize: bool = True,
-) -> tuple[np.ndarray, ResizeInfo]:
+def preprocess(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, ResizeInfo]:
     """Resize, pad and normalize one image into a C-contiguous float32 ``(1, 3, H, W)`` tensor.
 
     Returns the tensor and the ``ResizeInfo`` whose ``input_hw`` is the tensor's ``(H, W)``
-    (smaller than ``input_hw`` in ``pad`` mode) and which maps boxes back to ``image`` pixels.
+    (smaller than ``spec.input_hw`` for the ``pad`` geometry) and which maps boxes back to
+    ``image`` pixels.
     """
-    target_hw = _check_args(input_hw, mode, size_multiple, color_order, mean_bgr, std_bgr)
     bgr = to_bgr(image)
     src_hw = (int(bgr.shape[0]), int(bgr.shape[1]))
-    content_hw, tensor_hw, offset_xy = _layout(mode, src_hw, target_hw, size_multiple)
-    matrix = resize_matrix(src_hw, content_hw, keep_ratio=mode != "plain")
-    resized = _warp(bgr, matrix, content_hw)
-    tensor = _to_tensor(resized, tensor_hw, offset_xy, mean_bgr, std_bgr, color_order, normalize)
+    target_hw = (int(spec.input_hw[0]), int(spec.input_hw[1]))
+    content_hw, tensor_hw, pad_xy = _layout(spec.geometry, src_hw, target_hw, spec.size_multiple)
+    if spec.sampler == "warp":
+        matrix = resize_matrix(src_hw, content_hw, keep_ratio=spec.geometry != "plain")
+        warped = _warp(bgr, matrix, content_hw)
+        planes = [warped[:, :, c] for c in range(3)]
+        scale_xy, shift_xy = (
+            (float(matrix[0, 0]), float(matrix[1, 1])),
+            (matrix[0, 2], matrix[1, 2]),
+        )
+    else:
+        planes = _resize(bgr, content_hw)
+        scale_xy = (content_hw[1] / src_hw[1], content_hw[0] / src_hw[0])
+        shift_xy = (0.0, 0.0)
+    tensor = _to_tensor(planes, tensor_hw, pad_xy, spec)
     info = ResizeInfo(
         src_hw=src_hw,
         input_hw=tensor_hw,
-        scale_xy=(float(matrix[0, 0]), float(matrix[1, 1])),
-        offset_xy=(offset_xy[0] + float(matrix[0, 2]), offset_xy[1] + float(matrix[1, 2])),
+        scale_xy=scale_xy,
+        offset_xy=(pad_xy[0] + float(shift_xy[0]), pad_xy[1] + float(shift_xy[1])),
         content_hw=content_hw,
     )
     return tensor, info
+
+
+def pad_to(
+    tensor: np.ndarray, info: ResizeInfo, target_hw: tuple[int, int], spec: PreprocessSpec
+) -> tuple[np.ndarray, ResizeInfo]:
+    """Pad a tensor bottom/right to ``target_hw`` with the mean colour (a static-size model).
+
+    The image keeps its place, so ``info`` maps boxes back as before (only ``input_hw`` grows).
+    """
+    h, w = info.input_hw
+    th, tw = int(target_hw[0]), int(target_hw[1])
+    if th < h or tw < w:
+        raise ValueError(f"cannot pad a {h}x{w} tensor to the smaller {th}x{tw}")
+    padded = np.empty((1, 3, th, tw), dtype=np.float32)
+    for k, value in enumerate(spec.pad_value):
+        padded[0, k].fill(value)
+    padded[:, :, :h, :w] = tensor
+    return padded, replace(info, input_hw=(th, tw))
 
 
 def resize_matrix(src_hw: tuple[int, int], dst_hw: tuple[int, int], keep_ratio: bool) -> np.ndarray:
@@ -189,33 +219,6 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def _check_args(
-    input_hw: tuple[int, int],
-    mode: str,
-    size_multiple: int,
-    color_order: str,
-    mean_bgr: tuple[float, float, float],
-    std_bgr: tuple[float, float, float],
-) -> tuple[int, int]:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if color_order not in COLOR_ORDERS:
-        raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
-    if len(mean_bgr) != 3 or len(std_bgr) != 3 or any(s == 0 for s in std_bgr):
-        raise ValueError(f"mean_bgr and std_bgr need 3 values, std non-zero: {mean_bgr}, {std_bgr}")
-    if int(size_multiple) < 1:
-        raise ValueError(f"size_multiple must be >= 1, got {size_multiple}")
-    if len(input_hw) != 2:
-        raise ValueError(f"input_hw must be (height, width), got {input_hw}")
-    h, w = int(input_hw[0]), int(input_hw[1])
-    if (h, w) != tuple(input_hw) or h <= 0 or w <= 0 or h % size_multiple or w % size_multiple:
-        raise ValueError(
-            f"input_hw {input_hw[0]}x{input_hw[1]} (HxW) is not a positive integer multiple of "
-            f"size_multiple={size_multiple}"
-        )
-    return h, w
-
-
 def _to_supported_dtype(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8 or image.dtype == np.float32:
         return image
@@ -229,13 +232,13 @@ def _to_supported_dtype(image: np.ndarray) -> np.ndarray:
 
 
 def _layout(
-    mode: str, src_hw: tuple[int, int], target_hw: tuple[int, int], size_multiple: int
+    geometry: str, src_hw: tuple[int, int], target_hw: tuple[int, int], size_multiple: int
 ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """(content_hw, tensor_hw, offset_xy) for a resize mode."""
-    if mode == "plain":
+    """(content_hw, tensor_hw, pad_xy: left/top padding) for a geometry."""
+    if geometry == "plain":
         return target_hw, target_hw, (0, 0)
     content_hw = keep_ratio_hw(src_hw, target_hw)
-    if mode == "letterbox":
+    if geometry == "letterbox":
         offset_xy = ((target_hw[1] - content_hw[1]) // 2, (target_hw[0] - content_hw[0]) // 2)
         return content_hw, target_hw, offset_xy
     m = size_multiple
@@ -256,34 +259,47 @@ def _warp(bgr: np.ndarray, matrix: np.ndarray, content_hw: tuple[int, int]) -> n
     )
 
 
+def _resize(bgr: np.ndarray, content_hw: tuple[int, int]) -> list[np.ndarray]:
+    """B, G, R planes of the content box: ncnn's own ``Mat.from_pixels_resize`` for 8-bit
+    images (what an app computes, bit for bit), ``cv2.resize`` for 16-bit / float ones."""
+    h, w = content_hw
+    src_h, src_w = bgr.shape[:2]
+    if bgr.dtype != np.uint8:
+        resized = cv2.resize(np.ascontiguousarray(bgr), (w, h), interpolation=cv2.INTER_LINEAR)
+        return [resized[:, :, c] for c in range(3)]
+    pixels = np.ascontiguousarray(bgr)  # ncnn reads it in place: keep it referenced
+    mat = ncnn.Mat.from_pixels_resize(pixels, ncnn.Mat.PixelType.PIXEL_BGR, src_w, src_h, w, h)
+    planes = np.array(mat)  # (3, h, w) float32 holding 0..255 integers
+    return [planes[c] for c in range(3)]
+
+
 def _to_tensor(
-    resized: np.ndarray,
+    planes: list[np.ndarray],
     tensor_hw: tuple[int, int],
-    offset_xy: tuple[int, int],
-    mean_bgr: tuple[float, float, float],
-    std_bgr: tuple[float, float, float],
-    color_order: str,
-    normalize: bool,
+    pad_xy: tuple[int, int],
+    spec: PreprocessSpec,
 ) -> np.ndarray:
-    """HWC content -> (1, 3, H, W) float32, one fused pass per channel, mean-colour padding."""
+    """B, G, R content planes -> (1, 3, H, W) float32, one fused pass per channel, mean-colour
+    padding."""  # fmt: skip
     h, w = tensor_hw
-    x0, y0 = offset_xy
-    ch, cw = resized.shape[:2]
+    x0, y0 = pad_xy
+    ch, cw = planes[0].shape
     tensor = np.empty((1, 3, h, w), dtype=np.float32)
-    src_channels = (0, 1, 2) if color_order == "BGR" else (2, 1, 0)
+    src_channels = (0, 1, 2) if spec.color_order == "BGR" else (2, 1, 0)
+    normalize, mean_bgr, std_bgr = not spec.normalize_folded, spec.mean_bgr, spec.std_bgr
     for k, c in enumerate(src_channels):
         plane = tensor[0, k]
-        pad_value = 0.0 if normalize else np.float32(mean_bgr[c])
+        pad_value = spec.pad_value[k]
         plane[:y0].fill(pad_value)
         plane[y0 + ch :].fill(pad_value)
         plane[y0 : y0 + ch, :x0].fill(pad_value)
         plane[y0 : y0 + ch, x0 + cw :].fill(pad_value)
         content = plane[y0 : y0 + ch, x0 : x0 + cw]
         if normalize:
-            np.subtract(resized[:, :, c], np.float32(mean_bgr[c]), out=content)
+            np.subtract(planes[c], np.float32(mean_bgr[c]), out=content)
             np.multiply(content, np.float32(1.0 / std_bgr[c]), out=content)
         else:
-            content[...] = resized[:, :, c]
+            content[...] = planes[c]
     return tensor
 
 
@@ -337,3 +353,20 @@ def _png_has_iend(data: bytes) -> bool:
             return True
         pos += 12 + length
     return False
+
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MEAN_BGR",
+    "STD_BGR",
+    "ImageLoadError",
+    "PreprocessSpec",
+    "ResizeInfo",
+    "keep_ratio_hw",
+    "list_images",
+    "load_image",
+    "pad_to",
+    "preprocess",
+    "resize_matrix",
+    "to_bgr",
+]

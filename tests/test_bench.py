@@ -6,6 +6,7 @@ pooling + 1x1 conv levels, dynamic height/width) and its meta.json: seconds, no 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanodet_deploy import bench
 from nanodet_deploy.artifacts import ExportMeta, MetaError, write_json_atomic, write_meta
+from nanodet_deploy.bench import harness
+from nanodet_deploy.bench import spec as plan_mod
 from nanodet_deploy.bench.records import (
     STAGES,
     STAT_KEYS,
@@ -28,6 +30,8 @@ from nanodet_deploy.bench.records import (
     validate_record,
 )
 from nanodet_deploy.device import describe_device, library_versions
+from nanodet_deploy.runtimes.base import BACKENDS
+from nanodet_deploy.structures import PreprocessSpec
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog")
@@ -70,8 +74,8 @@ def make_tiny_export(
     onnx.save(model, folder / "model.onnx")
     meta = ExportMeta(
         model_name="tiny-test", class_names=classes, strides=STRIDES, center_offset=0.0,
-        reg_max=7, input_hw=(64, 64), size_multiple=32, mean_bgr=(103.53, 116.28, 123.675),
-        std_bgr=(57.375, 57.12, 58.395), dynamic_axes=("height", "width") if dynamic else (),
+        reg_max=7, preprocess=PreprocessSpec((64, 64)),
+        dynamic_axes=("height", "width") if dynamic else (),
         opset=13, precision={"onnx": "fp32"}, files={"onnx": "model.onnx"}, random_weights=True,
     )  # fmt: skip
     write_meta(folder, meta)
@@ -88,16 +92,16 @@ def make_tiny_export(
     return folder
 
 
-def template(**changes) -> bench.BenchSpec:
-    spec = bench.BenchSpec(
+def template(**changes) -> plan_mod.BenchSpec:
+    spec = plan_mod.BenchSpec(
         export_dir="", backend="onnxruntime", precision="fp32", threads=1, input_hw=(0, 0),
         warmup=2, iterations=5, pin_cpus=True,
     )  # fmt: skip
-    return bench.replace(spec, **changes) if changes else spec
+    return dataclasses.replace(spec, **changes) if changes else spec
 
 
 def run(planned, path: Path) -> list[dict]:
-    return bench.run_plan(
+    return harness.run_plan(
         planned, RecordFile(path), device=describe_device(), versions=library_versions(),
         timeout_s=120, count_macs=False,
     )  # fmt: skip
@@ -130,19 +134,19 @@ def test_other_cpu_load():
 
 
 def test_parse_options():
-    assert bench.parse_sizes("320, 416") == [(320, 320), (416, 416)]
-    assert bench.parse_sizes("320x416") == [(320, 416)]
-    assert bench.parse_threads("1,2,2,4") == [1, 2, 4]
-    assert bench.parse_list("ncnn,onnxruntime", bench.BENCH_BACKENDS, "--backend") == [
+    assert plan_mod.parse_sizes("320, 416") == [(320, 320), (416, 416)]
+    assert plan_mod.parse_sizes("320x416") == [(320, 416)]
+    assert plan_mod.parse_threads("1,2,2,4") == [1, 2, 4]
+    assert plan_mod.parse_list("ncnn,onnxruntime", BACKENDS, "--backend") == [
         "ncnn",
         "onnxruntime",
     ]
-    with pytest.raises(ValueError, match="choose from"):
-        bench.parse_list("tensorrt", bench.BENCH_BACKENDS, "--backend")
+    with pytest.raises(ValueError, match="choose auto or from"):
+        plan_mod.parse_list("tensorrt", BACKENDS, "--backend")
     with pytest.raises(ValueError, match="positive"):
-        bench.parse_threads("0")
+        plan_mod.parse_threads("0")
     with pytest.raises(ValueError, match="H or HxW"):
-        bench.parse_sizes("big")
+        plan_mod.parse_sizes("big")
 
 
 # ---------------------------------------------------------------- planning: clear messages
@@ -151,30 +155,44 @@ def test_parse_options():
 def test_plan_rejects_folder_without_meta(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"")
     with pytest.raises(MetaError, match=r"meta\.json"):
-        bench.plan([str(tmp_path)], ["onnxruntime"], ["fp32"], [1], None, template())
+        plan_mod.plan([str(tmp_path)], ["onnxruntime"], ["fp32"], [1], None, template())
 
 
 def test_plan_rejects_unsupported_size(tmp_path):
     export = make_tiny_export(tmp_path / "tiny")
     with pytest.raises(ValueError, match="multiple of 32"):
-        bench.plan([str(export)], ["onnxruntime"], ["fp32"], [1], [(300, 300)], template())
+        plan_mod.plan([str(export)], ["onnxruntime"], ["fp32"], [1], [(300, 300)], template())
 
 
 def test_plan_skips_what_cannot_run(tmp_path, monkeypatch):
     export = make_tiny_export(tmp_path / "tiny", dynamic=False)
-    real = bench.package_installed
-    monkeypatch.setattr(bench, "package_installed", lambda name: name != "torch" and real(name))
-    planned = bench.plan(
+    real = plan_mod.missing_package
+    fake = "backend torch needs the torch package: pip install torch"
+    monkeypatch.setattr(
+        plan_mod, "missing_package", lambda name: fake if name == "torch" else real(name)
+    )
+    planned = plan_mod.plan(
         [str(export)], ["onnxruntime", "ncnn", "torch"], ["fp32", "fp16"], [1],
         [(64, 64), (96, 96)], template(),
     )  # fmt: skip
     reasons = {(p.spec.backend, p.spec.precision, p.spec.input_hw): p.skip_reason for p in planned}
     assert reasons[("onnxruntime", "fp32", (64, 64))] is None
-    assert "fp32 only" in reasons[("onnxruntime", "fp16", (64, 64))]
+    assert "runs fp32, int8, not fp16" in reasons[("onnxruntime", "fp16", (64, 64))]
     assert "static 64x64" in reasons[("onnxruntime", "fp32", (96, 96))]
-    assert "model.ncnn.param" in reasons[("ncnn", "fp32", (64, 64))]
-    torch_reason = reasons[("torch", "fp32", (64, 64))]
-    assert "'torch' is not installed" in torch_reason
+    assert "no such files" in reasons[("ncnn", "fp32", (64, 64))]
+    assert reasons[("torch", "fp32", (64, 64))] == fake
+
+
+def test_auto_plans_only_what_exists(tmp_path):
+    """--backend auto --precision auto: installed backends with files, their precisions."""
+    export = make_tiny_export(tmp_path / "tiny")
+    planned = plan_mod.plan([str(export)], ["auto"], ["auto"], [1, 2], None, template())
+    assert [(p.spec.backend, p.spec.precision, p.spec.threads) for p in planned] == [
+        ("onnxruntime", "fp32", 1), ("onnxruntime", "fp32", 2),
+    ] + [("openvino", "fp32", t) for t in (1, 2) if plan_mod.missing_package("openvino") is None
+         ] + [("openvino", "bf16", t) for t in (1, 2) if plan_mod.missing_package("openvino")
+              is None and plan_mod._cpu_has_bf16()]  # fmt: skip
+    assert all(p.skip_reason is None for p in planned)
 
 
 # ---------------------------------------------------------------- measuring
@@ -182,7 +200,7 @@ def test_plan_skips_what_cannot_run(tmp_path, monkeypatch):
 
 def test_isolated_run_writes_complete_records(tmp_path):
     export = make_tiny_export(tmp_path / "tiny")
-    planned = bench.plan(
+    planned = plan_mod.plan(
         [str(export)], ["onnxruntime"], ["fp32"], [1], [(64, 64), (96, 128)], template()
     )
     out = tmp_path / "results.json"
@@ -206,15 +224,15 @@ def test_isolated_run_writes_complete_records(tmp_path):
 
 def test_crash_in_one_combination_keeps_earlier_records(tmp_path, monkeypatch):
     export = make_tiny_export(tmp_path / "tiny")
-    planned = bench.plan([str(export)], ["onnxruntime"], ["fp32"], [1, 2], None, template())
-    real = bench.worker_command
+    planned = plan_mod.plan([str(export)], ["onnxruntime"], ["fp32"], [1, 2], None, template())
+    real = harness.worker_command
 
     def crash_on_two_threads(spec, result_path):
         if spec.threads == 2:  # a hard crash (segfault) of the worker process
             return [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
         return real(spec, result_path)
 
-    monkeypatch.setattr(bench, "worker_command", crash_on_two_threads)
+    monkeypatch.setattr(harness, "worker_command", crash_on_two_threads)
     out = tmp_path / "results.json"
     records = run(planned, out)
     assert [r["status"] for r in records] == ["ok", "error"]
@@ -228,7 +246,7 @@ def test_failing_model_is_an_error_record_and_the_run_continues(tmp_path):
     good = make_tiny_export(tmp_path / "good")
     bad = make_tiny_export(tmp_path / "bad")
     (bad / "model.onnx").write_bytes(b"not an onnx model")
-    planned = bench.plan([str(bad), str(good)], ["onnxruntime"], ["fp32"], [1], None, template())
+    planned = plan_mod.plan([str(bad), str(good)], ["onnxruntime"], ["fp32"], [1], None, template())
     records = run(planned, tmp_path / "results.json")
     assert [r["status"] for r in records] == ["error", "ok"]
     assert "onnxruntime cannot load" in records[0]["note"]
@@ -242,7 +260,7 @@ def test_map_hook_evaluates_once_per_artifact(tmp_path, raccoon_dir):
         f"data:\n  format: voc\n  root: {raccoon_dir}\n  val:\n    split: {tmp_path / 'val3.txt'}\n"
     )
     spec = template(data=str(data), iterations=2, warmup=0)
-    planned = bench.plan([str(export)], ["onnxruntime"], ["fp32"], [1, 2], None, spec)
+    planned = plan_mod.plan([str(export)], ["onnxruntime"], ["fp32"], [1, 2], None, spec)
     assert [p.spec.evaluate for p in planned] == [True, False]
     records = run(planned, tmp_path / "results.json")
     assert [r["status"] for r in records] == ["ok", "ok"], [r["note"] for r in records]
@@ -279,7 +297,7 @@ def test_bench_cli_runs_with_torch_blocked(tmp_path):
     out = tmp_path / "bench.json"
     code = textwrap.dedent("""
         import sys
-        from nanodet_deploy.cli import app
+        from nanodet_deploy.cli.main import app
         try:
             app(sys.argv[1:])
         finally:
@@ -289,7 +307,7 @@ def test_bench_cli_runs_with_torch_blocked(tmp_path):
            "--threads", "1", "--warmup", "1", "--iters", "3", "--json", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert "'torch' is not installed" in proc.stderr
+    assert "backend torch needs the torch package" in proc.stderr
     records = json.loads(out.read_text())
     by_backend = {r["backend"]: r for r in records}
     assert by_backend["onnxruntime"]["status"] == "ok"
@@ -299,11 +317,11 @@ def test_bench_cli_runs_with_torch_blocked(tmp_path):
 
 def test_bench_modules_do_not_import_torch():
     code = (
-        "import sys; import nanodet_deploy.bench, nanodet_deploy.bench.worker, "
-        "nanodet_deploy.report, nanodet_deploy.bench.importers, nanodet_deploy.device, "
+        "import sys; import nanodet_deploy.bench.harness, nanodet_deploy.bench.worker, "
+        "nanodet_deploy.report.writer, nanodet_deploy.bench.importers, nanodet_deploy.device, "
         "nanodet_deploy.cli.bench, nanodet_deploy.cli.report; "
         "assert 'torch' not in sys.modules; assert 'onnxruntime' not in sys.modules; "
-        "assert 'ncnn' not in sys.modules; assert 'matplotlib' not in sys.modules"
+        "assert 'matplotlib' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

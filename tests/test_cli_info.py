@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from nanodet_deploy.cli import app
+from nanodet_deploy.cli.main import app
 
 runner = CliRunner()
 

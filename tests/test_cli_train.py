@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nanodet_deploy.cli import app
-from nanodet_deploy.config import ConfigError, load_config, load_data_config
+from nanodet_deploy.cli.main import app
+from nanodet_deploy.config import ConfigError
+from nanodet_deploy.train_config import load_config, load_data_config
 
 runner = CliRunner()
 
@@ -128,7 +129,8 @@ def test_train_resume_and_eval_cli(tmp_path, raccoon_dir):
         128,
         128,
     ]
-    assert payload["detector"]["score_thresh"] == 0.05 and payload["detector"]["resize"] == "pad"
+    assert payload["detector"]["score_thresh"] == 0.05
+    assert payload["detector"]["preprocess"]["geometry"] == "pad"
     assert set(payload["metrics"]) >= {"map", "ap50", "ap75", "per_class_ap"}
     assert all(r["category_id"] == 1 for r in payload["results"])
     # the training log's mAP of that epoch is what eval measures on the same split
@@ -136,10 +138,10 @@ def test_train_resume_and_eval_cli(tmp_path, raccoon_dir):
     assert payload["metrics"]["map"] == pytest.approx(best["map"], abs=1e-6)
     # the benchmarks' hook measures the same on an opened backend, and leaves it open
     from nanodet_deploy.evaluation import evaluate_backend
-    from nanodet_deploy.runtimes import open_backend
+    from nanodet_deploy.runtimes.registry import open_backend
 
     backend = open_backend(out / "best.pth")
-    value = evaluate_backend(backend, backend.meta, cfg, input_hw=(128, 128))
+    value = evaluate_backend(backend, cfg, input_hw=(128, 128)).map
     assert value == pytest.approx(best["map"], abs=1e-6) and backend.wrapper is not None
     backend.close()
 

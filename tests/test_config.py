@@ -8,8 +8,9 @@ from nanodet_deploy.config import (
     model_config_from_dict,
     parse_hw,
     read_yaml,
+    zoo_config,
 )
-from nanodet_deploy.models import build_model, zoo_config
+from nanodet_deploy.models import build_model
 
 
 def test_zoo_size_suffix_sets_input_size():

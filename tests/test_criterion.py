@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nanodet_deploy.models import build_model, zoo_config
+from nanodet_deploy.config import zoo_config
+from nanodet_deploy.models import build_model
 from nanodet_deploy.models.decode import Integral, center_priors, distance2bbox
 from nanodet_deploy.train.assigners import atss_assign, dynamic_soft_label_assign
 from nanodet_deploy.train.criterion import LossWeights, build_criterion

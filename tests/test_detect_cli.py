@@ -14,10 +14,10 @@ from detect_helpers import coco_export
 from typer.testing import CliRunner
 
 from nanodet_deploy.artifacts import read_meta
-from nanodet_deploy.cli import app
+from nanodet_deploy.cli.main import app
+from nanodet_deploy.detector import Detector
 from nanodet_deploy.draw import class_color, draw_detections
 from nanodet_deploy.preprocess import load_image
-from nanodet_deploy.runtimes.detector import Detector
 from nanodet_deploy.structures import Detections
 
 runner = CliRunner()
@@ -210,7 +210,8 @@ def test_bad_models_are_one_line_errors(export_dir, images_dir, tmp_path):
 def test_bad_options_are_one_line_errors(export_dir, images_dir):
     image = images_dir / "raccoon-1.jpg"
     assert_user_error(invoke(export_dir, image, "--size", "300"), "multiple of 32")
-    assert_user_error(invoke(export_dir, image, "--resize", "stretch"), "resize must be one of")
+    assert_user_error(invoke(export_dir, image, "--resize", "stretch"), "geometry must be one of")
+    assert_user_error(invoke(export_dir, image, "--sampler", "area"), "sampler must be one of")
     assert_user_error(invoke(export_dir, image, "--backend", "tflite"), "unknown backend")
     for source in (images_dir, image):
         result = invoke(export_dir, source, "--save-dir", images_dir)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from detect_helpers import coco_export
+from detect_helpers import coco_export, preprocess_as
 
 from nanodet_deploy.artifacts import ExportMeta, MetaError, read_meta
+from nanodet_deploy.detector import Detector, default_threads
 from nanodet_deploy.postprocess import sigmoid
-from nanodet_deploy.preprocess import load_image, preprocess
-from nanodet_deploy.runtimes import Backend
-from nanodet_deploy.runtimes.detector import Detector, default_threads
-from nanodet_deploy.structures import ResizeInfo, Timing
+from nanodet_deploy.preprocess import load_image
+from nanodet_deploy.runtimes.base import Backend
+from nanodet_deploy.structures import PreprocessSpec, ResizeInfo, Timing
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +34,12 @@ def raccoon(reference_dir) -> np.ndarray:
 class FakeBackend:
     """Records its input and returns a fixed output: for meta.json variants without exports."""
 
-    def __init__(self, meta: ExportMeta, output: np.ndarray | None = None, name: str = "ncnn"):
-        self.name, self.meta, self.output = name, meta, output
+    def __init__(
+        self, meta: ExportMeta, output: np.ndarray | None = None, static: bool = False
+    ) -> None:
+        self.name, self.meta, self.output = "fake", meta, output
+        self.static_hw = meta.input_hw if static else None
+        self.settings: dict = {}
         self.inputs: list[np.ndarray] = []
         self.closed = False
 
@@ -50,23 +54,29 @@ class FakeBackend:
         self.closed = True
 
 
+PREPROCESS_FIELDS = ("input_hw", "normalize_folded", "color_order", "sampler", "geometry")
+
+
 def fake_meta(**changes) -> ExportMeta:
+    """A meta.json for fakes; preprocess fields (PREPROCESS_FIELDS) go into its block."""
+    spec_changes = {k: changes.pop(k) for k in PREPROCESS_FIELDS if k in changes}
+    spec = dataclasses.replace(PreprocessSpec((320, 320), sampler="warp"), **spec_changes)
     meta = ExportMeta(
         model_name="fake", class_names=("a", "b"), strides=(8, 16, 32), center_offset=0.5,
-        reg_max=7, input_hw=(320, 320), size_multiple=32,
-        mean_bgr=(103.53, 116.28, 123.675), std_bgr=(57.375, 57.12, 58.395),
+        reg_max=7, preprocess=spec,
     )  # fmt: skip
     return dataclasses.replace(meta, **changes)
 
 
 def test_export_folder_defaults(export_dir, raccoon):
-    from nanodet_deploy.runtimes import Detector as exported
+    from nanodet_deploy import Detector as exported
 
     assert exported is Detector
-    with Detector(export_dir, threads=1) as det:
+    with Detector(export_dir, threads=1, score_thresh=0.05) as det:
         assert det.backend_name == "ncnn"  # auto: ncnn when its files exist
         assert isinstance(det.backend, Backend)
-        assert det.input_hw == (320, 320) and det.resize == "pad"
+        assert det.input_hw == (320, 320)
+        assert (det.spec.geometry, det.spec.sampler) == ("pad", "resize")  # meta.json's block
         assert det.class_names[15] == "cat" and len(det.class_names) == 80
         assert det.last_timing is None
         dets = det.detect(raccoon)
@@ -89,8 +99,8 @@ def test_backends_agree_and_settings_apply(export_dir, raccoon):
         assert ort_det.backend_name == "onnxruntime" and ort_det.input_hw == (416, 416)
         a = ort_det.detect(raccoon)
     with Detector(
-        export_dir, "ncnn", threads=1, input_hw=(416, 416), light_mode=False,
-        fp16_arithmetic=False,
+        export_dir, "ncnn", threads=1, input_hw=(416, 416), ncnn_light_mode=False,
+        ncnn_fp16_arithmetic=False,
     ) as ncnn_det:  # fmt: skip
         b = ncnn_det.detect(raccoon)
         assert ncnn_det.describe()["backend_settings"]["lightmode"] is False
@@ -110,7 +120,8 @@ def test_input_hw_must_be_a_multiple_of_the_stride(export_dir):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"resize": "stretch"}, "resize must be one of"),
+        ({"geometry": "stretch"}, "geometry must be one of"),
+        ({"sampler": "nearest"}, "sampler must be one of"),
         ({"score_thresh": 1.5}, "score threshold"),
         ({"iou_thresh": 0.0}, "IoU threshold"),
         ({"threads": 0}, "threads"),
@@ -153,7 +164,7 @@ def test_raw_layout_goes_through_decode_raw(reference_dir):
     meta = fake_meta(class_names=tuple(official["class_names"]), output_layout="raw")
     tensor = io["raccoon-1_416_input"]
     info = ResizeInfo.from_matrix(io["raccoon-1_416_warp_matrix"], run["original_hw"], (288, 416))
-    with Detector(FakeBackend(meta, raw)) as det:
+    with Detector(FakeBackend(meta, raw), score_thresh=0.05) as det:
         dets = det.postprocess(det.backend.run(tensor), info)
     expected = run["all_post_process_detections"]
     assert len(dets) == len(expected)
@@ -170,7 +181,7 @@ def test_folded_normalization_and_rgb_inputs(raccoon):
         with Detector(backend) as det:
             det.detect(raccoon)
         assert backend.closed  # the Detector owns the backend it was given
-    expected, _ = preprocess(raccoon, (320, 320), normalize=False)
+    expected, _ = preprocess_as(raccoon, (320, 320), normalize=False, sampler="warp")
     np.testing.assert_array_equal(folded.inputs[0], expected)
     assert folded.inputs[0].max() > 200  # raw 0..255 BGR
     np.testing.assert_array_equal(rgb.inputs[0][:, ::-1], plain.inputs[0])
@@ -178,15 +189,15 @@ def test_folded_normalization_and_rgb_inputs(raccoon):
 
 def test_static_onnx_input_is_padded_to_its_size(raccoon):
     meta = fake_meta(input_hw=(320, 320), dynamic_axes=())
-    backend = FakeBackend(meta, name="onnxruntime")
+    backend = FakeBackend(meta, static=True)
     with Detector(backend) as det:
         det.detect(raccoon)
         _, info = det.preprocess(raccoon)
     assert backend.inputs[0].shape == (1, 3, 320, 320) and info.input_hw == (320, 320)
     assert np.all(backend.inputs[0][:, :, 224:] == 0.0)  # mean colour, normalized
     with pytest.raises(ValueError, match="static 320x320"):
-        Detector(FakeBackend(meta, name="onnxruntime"), input_hw=(416, 416))
-    folded = FakeBackend(dataclasses.replace(meta, normalize_folded=True), name="onnxruntime")
+        Detector(FakeBackend(meta, static=True), input_hw=(416, 416))
+    folded = FakeBackend(fake_meta(normalize_folded=True), static=True)
     with Detector(folded) as det:
         det.detect(raccoon)
     np.testing.assert_allclose(folded.inputs[0][0, :, -1, -1], meta.mean_bgr, rtol=1e-6)

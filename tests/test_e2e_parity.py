@@ -20,25 +20,30 @@ Two tests:
   (``nanodet-m_coco_detections_io.npz``) through ``backend.run`` + ``Detector.postprocess``:
   everything after preprocessing, at the fixture tolerances (1e-2 px, 1e-4 score) for every
   detection above 0.05 (the same band rule at 0.05). Passes exactly.
-- ``test_our_preprocessing``: the whole ``Detector.detect`` with our ``pad`` preprocessing.
-  The issue asks for the detections above 0.35 within 2 px / 0.02; since ``preprocess`` warps
-  with official NanoDet's resize matrix (its input equals the official tensor within 5e-7),
-  this test holds every detection above 0.05 to the fixture tolerances instead (1e-2 px,
-  1e-4 score), which implies the issue's bar.
+- ``test_our_preprocessing``: the whole ``Detector.detect`` with our ``pad`` geometry and the
+  ``warp`` sampler (official NanoDet's resize matrix). Its input equals the official tensor up
+  to +-1 grey level of bilinear rounding in a small fraction of pixels, which is what OpenCV
+  versions legitimately vary by (detect_helpers.interpolation_mismatch). The detections follow:
+  measured with opencv 5.1.0.95 against the 5.0-made fixtures, every detection above 0.05 is
+  reproduced within 0.14 px and 6.1e-4 score (with 5.0.0.93: 1e-2 px, 1e-4). The test allows
+  ``OPENCV_BOX_TOL_PX`` / ``OPENCV_SCORE_TOL`` (about 3.5x that), and the detections above 0.35
+  within 2 px / 0.02. ``test_tolerance_catches_real_mistakes`` shows the same check failing
+  for the resize sampler instead of the warp, a half-cell centre shift and swapped H/W.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from detect_helpers import COCO_WEIGHTS, coco_export
 
-from nanodet_deploy.preprocess import load_image
-from nanodet_deploy.runtimes.detector import Detector
+from nanodet_deploy.detector import Detector
+from nanodet_deploy.postprocess import postprocess
+from nanodet_deploy.preprocess import load_image, pad_to, preprocess
 from nanodet_deploy.structures import Detections, ResizeInfo
 
 BACKENDS = ("torch", "onnxruntime", "ncnn")
@@ -48,6 +53,8 @@ BOX_TOL_PX = 2.0
 SCORE_TOL = 0.02
 EXACT_BOX_TOL_PX = 1e-2  # reference/README.md suggested tolerances
 EXACT_SCORE_TOL = 1e-4
+OPENCV_BOX_TOL_PX = 0.5  # what +-1 grey level of interpolation moves (module doc)
+OPENCV_SCORE_TOL = 2e-3
 OFFICIAL_SCORE_THRESH = 0.05
 
 
@@ -79,7 +86,10 @@ def detectors(tmp_path_factory, reference_dir: Path):
     def get(backend: str, size: int) -> Detector:
         if (backend, size) not in opened:
             path = reference_dir / COCO_WEIGHTS if backend == "torch" else export_dir
-            opened[backend, size] = Detector(path, backend, threads=1, input_hw=(size, size))
+            opened[backend, size] = Detector(
+                path, backend, threads=1, input_hw=(size, size), sampler="warp", geometry="pad",
+                score_thresh=OFFICIAL_SCORE_THRESH,
+            )  # fmt: skip
         return opened[backend, size]
 
     yield get
@@ -174,10 +184,34 @@ def test_our_preprocessing(backend, size, official, detectors, reference_dir):
         image = load_image(reference_dir / run["image"])
         ours = our_dets(det.detect(image))
         theirs = official_dets(run, "all_post_process_detections")
-        found = check_band(theirs, ours, OFFICIAL_SCORE_THRESH, EXACT_BOX_TOL_PX, EXACT_SCORE_TOL)
+        found = check_band(theirs, ours, OFFICIAL_SCORE_THRESH, OPENCV_BOX_TOL_PX, OPENCV_SCORE_TOL)
         found += check_band(theirs, ours, DISPLAY_THRESH, BOX_TOL_PX, SCORE_TOL)
         problems += [f"{Path(run['image']).stem}: {p}" for p in found]
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("mistake", ["resize sampler", "centre offset 0", "swapped H/W"])
+def test_tolerance_catches_real_mistakes(mistake, official, detectors, reference_dir):
+    """Negative controls: the tolerance of test_our_preprocessing rejects real mistakes."""
+    det = detectors("onnxruntime", 320)
+    problems = []
+    for run in runs_at(official, 320):
+        image = load_image(reference_dir / run["image"])
+        spec = replace(det.spec, sampler="resize") if mistake == "resize sampler" else det.spec
+        tensor, info = preprocess(image, spec)
+        tensor, info = pad_to(tensor, info, det.static_hw or info.input_hw, spec)
+        output = det.backend.run(tensor)
+        m = det.meta
+        offset = 0.0 if mistake == "centre offset 0" else m.center_offset
+        if mistake == "swapped H/W":
+            info = replace(info, input_hw=info.input_hw[::-1])
+        dets = postprocess(output, input_hw=info.input_hw, strides=m.strides, center_offset=offset,
+                           resize_info=info, score_thresh=OFFICIAL_SCORE_THRESH)  # fmt: skip
+        theirs = official_dets(run, "all_post_process_detections")
+        problems += check_band(
+            theirs, our_dets(dets), OFFICIAL_SCORE_THRESH, OPENCV_BOX_TOL_PX, OPENCV_SCORE_TOL
+        )
+    assert problems, f"{mistake} was not caught"
 
 
 def test_band_rule_tolerates_threshold_crossings_only():

@@ -9,10 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from detect_helpers import preprocess_as
 
 from nanodet_deploy.datasets import ImageRecord, load_voc
-from nanodet_deploy.evaluation import coco_map, evaluate, torch_detect_fn
+from nanodet_deploy.evaluation import coco_map, evaluate
 from nanodet_deploy.structures import Detections
+from nanodet_deploy.train.validate import torch_detect_fn
 
 
 def record(image_id: int, boxes, labels, hw=(100, 100)) -> ImageRecord:
@@ -93,10 +95,10 @@ def test_torch_detect_fn_matches_in_process_decode():
     """The export wrapper's decoded output = sigmoid + Integral of the raw head output."""
     import torch
 
-    from nanodet_deploy.models import build_model, zoo_config
+    from nanodet_deploy.config import zoo_config
+    from nanodet_deploy.models import build_model
     from nanodet_deploy.models.decode import Integral
     from nanodet_deploy.postprocess import postprocess
-    from nanodet_deploy.preprocess import preprocess
 
     torch.manual_seed(0)
     cfg = zoo_config("nanodet-m-0.5x", num_classes=3)
@@ -106,7 +108,7 @@ def test_torch_detect_fn_matches_in_process_decode():
             conv.bias[:3] = 0.0
     image = np.random.default_rng(0).integers(0, 255, (90, 150, 3), dtype=np.uint8)
     got = torch_detect_fn(model, (128, 128))(image)
-    tensor, info = preprocess(image, (128, 128), mode="pad")
+    tensor, info = preprocess_as(image, (128, 128), mode="pad", sampler="resize")
     with torch.no_grad():
         raw = model(torch.from_numpy(tensor))[0]
     decoded = torch.cat([raw[:, :3].sigmoid(), Integral(7)(raw[:, 3:])], dim=1).numpy()

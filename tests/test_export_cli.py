@@ -14,10 +14,11 @@ import onnx
 import pnnx
 import pytest
 import torch
+from detect_helpers import preprocess_as
 from typer.testing import CliRunner
 
-from nanodet_deploy.cli import app, export_app
-from nanodet_deploy.preprocess import load_image, preprocess
+from nanodet_deploy.cli.main import app, export_app
+from nanodet_deploy.preprocess import load_image
 from nanodet_deploy.runtimes.ort import OrtBackend
 from nanodet_deploy.runtimes.torch_backend import TorchBackend
 
@@ -79,11 +80,12 @@ def test_non_square_sizes_are_height_then_width(folded_and_plain, reference_dir)
     root, _, plain = folded_and_plain
     assert plain.exit_code == 0, plain.output
     meta = json.loads((root / "plain" / "meta.json").read_text())
-    assert meta["input_hw"] == [256, 416] and meta["normalize_folded"] is False
+    assert meta["preprocess"]["input_hw"] == [256, 416]
+    assert meta["preprocess"]["normalize_folded"] is False
     dims = onnx.load(str(root / "plain" / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [1, 3, 256, 416]
     # A wide image in pad mode fills the width: the exported graph must agree with torch there.
-    x, _ = preprocess(load_image(reference_dir / "images" / "raccoon-1.jpg"), (256, 416))
+    x, _ = preprocess_as(load_image(reference_dir / "images" / "raccoon-1.jpg"), (256, 416))
     assert x.shape == (1, 3, 256, 416)
     out = OrtBackend(root / "plain").run(x)
     assert out.shape == (32 * 52 + 16 * 26 + 8 * 13, 84)
@@ -94,12 +96,12 @@ def test_non_square_sizes_are_height_then_width(folded_and_plain, reference_dir)
 def test_fold_normalize_equals_normal_export(folded_and_plain, reference_dir):
     root, _, _ = folded_and_plain
     folded_meta = json.loads((root / "folded" / "meta.json").read_text())
-    assert folded_meta["normalize_folded"] is True
+    assert folded_meta["preprocess"]["normalize_folded"] is True
     image = load_image(reference_dir / "images" / "raccoon-2.jpg")
-    raw, info_raw = preprocess(image, (256, 416), normalize=False)
-    normalized, info = preprocess(image, (256, 416))
+    raw, info_raw = preprocess_as(image, (256, 416), normalize=False)
+    normalized, info = preprocess_as(image, (256, 416))
     assert info_raw == info and raw.max() > 100  # raw BGR 0..255 goes in
-    out_folded = OrtBackend(root / "folded").run(_pad(raw, folded_meta["mean_bgr"]))
+    out_folded = OrtBackend(root / "folded").run(_pad(raw, folded_meta["preprocess"]["mean_bgr"]))
     out_plain = OrtBackend(root / "plain").run(_pad(normalized, [0.0, 0.0, 0.0]))
     np.testing.assert_allclose(out_folded, out_plain, rtol=0, atol=1e-4)
 

@@ -10,7 +10,8 @@ import pnnx
 import pytest
 import torch
 
-from nanodet_deploy.exporters import ExportError
+from nanodet_deploy.config import zoo_config
+from nanodet_deploy.exporters.errors import ExportError
 from nanodet_deploy.exporters.ncnn import (
     NCNN_BIN,
     NCNN_PARAM,
@@ -19,7 +20,7 @@ from nanodet_deploy.exporters.ncnn import (
     free_spatial_reshapes,
 )
 from nanodet_deploy.exporters.onnx import export_onnx
-from nanodet_deploy.models import build_model, zoo_config
+from nanodet_deploy.models import build_model
 from nanodet_deploy.models.export import ExportWrapper
 
 PARAM = """7767517

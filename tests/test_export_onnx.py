@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from nanodet_deploy.exporters import ExportError
+from nanodet_deploy.config import zoo_config
+from nanodet_deploy.exporters.errors import ExportError
 from nanodet_deploy.exporters.onnx import (
     ONNX_ALLOWED_OPS,
     ONNX_SHAPE_OPS,
@@ -20,7 +21,7 @@ from nanodet_deploy.exporters.onnx import (
     onnx_opset,
 )
 from nanodet_deploy.exporters.pipeline import ExportOptions, export_model
-from nanodet_deploy.models import AUX_PREFIXES, build_model, zoo_config
+from nanodet_deploy.models import AUX_PREFIXES, build_model
 from nanodet_deploy.models.export import ExportWrapper
 from nanodet_deploy.models.stats import model_stats
 
@@ -128,7 +129,10 @@ def test_metadata_props_and_meta_json(tmp_path):
         for p in onnx.load(str(tmp_path / "e" / "model.onnx")).metadata_props
     }
     assert props == meta_json
-    assert meta_json["input_hw"] == [64, 96] and meta_json["random_weights"] is True
+    assert meta_json["preprocess"]["input_hw"] == [64, 96] and meta_json["random_weights"] is True
+    assert meta_json["preprocess"]["sampler"] == "resize"  # what an ncnn app computes
+    assert meta_json["preprocess"]["pad_value"] == [0.0, 0.0, 0.0]
+    assert meta_json["format_version"] == 2
     assert meta_json["files"] == {"onnx": "model.onnx", "checkpoint": "model.pth"}
     assert meta_json["opset"] == 13
     assert meta_json["precision"] == {"onnx": "fp32", "torch": "fp32"}

@@ -30,17 +30,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from detect_helpers import preprocess_as
 from torch import nn
 
 from nanodet_deploy.artifacts import read_meta, write_meta
 from nanodet_deploy.checkpoint import load_model
+from nanodet_deploy.config import zoo_config
 from nanodet_deploy.exporters.matching import Candidates, match_detections
 from nanodet_deploy.exporters.ncnn import convert_onnx_to_ncnn
 from nanodet_deploy.exporters.pipeline import ExportOptions, export_model
 from nanodet_deploy.exporters.verify import PostprocessSettings, VerifyInput, verification_inputs
-from nanodet_deploy.models import build_model, zoo_config
+from nanodet_deploy.models import build_model
 from nanodet_deploy.postprocess import center_points, postprocess
-from nanodet_deploy.preprocess import load_image, preprocess
+from nanodet_deploy.preprocess import load_image
 from nanodet_deploy.runtimes.ncnn import NcnnBackend
 from nanodet_deploy.runtimes.ort import OrtBackend
 from nanodet_deploy.runtimes.torch_backend import TorchBackend
@@ -84,7 +86,9 @@ def calibrated_random_model(name: str, input_hw: tuple[int, int], image_paths: l
         if isinstance(m, nn.Conv2d):  # rounding noise 100x after recalibration
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="leaky_relu")
     batch = torch.from_numpy(
-        np.concatenate([preprocess(load_image(p), input_hw, mode="plain")[0] for p in image_paths])
+        np.concatenate(
+            [preprocess_as(load_image(p), input_hw, mode="plain")[0] for p in image_paths]
+        )
     )
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -166,7 +170,7 @@ def _inputs(exp: Exported, images: list[Path], pad_to_export_size: bool):
 
 
 def _plain(meta, path: Path) -> VerifyInput:
-    tensor, info = preprocess(load_image(path), meta.input_hw, mode="plain")
+    tensor, info = preprocess_as(load_image(path), meta.input_hw, mode="plain")
     return VerifyInput(path.name, tensor, info)
 
 

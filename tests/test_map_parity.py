@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from nanodet_deploy.checkpoint import load_model
-from nanodet_deploy.config import load_data_config
 from nanodet_deploy.evaluation import evaluate_backend
 from nanodet_deploy.exporters.pipeline import ExportOptions, export_model
-from nanodet_deploy.runtimes import open_backend
+from nanodet_deploy.runtimes.registry import open_backend
+from nanodet_deploy.train_config import load_data_config
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "assets" / "nanodet-m-raccoon-320.pth"
@@ -44,7 +44,7 @@ def exports(raccoon_dir, tmp_path_factory):
 def _map(path: Path, backend: str, precision: str | None = None) -> float:
     runtime = open_backend(path, backend, threads=1, precision=precision)
     try:
-        return evaluate_backend(runtime, runtime.meta, DATA)
+        return evaluate_backend(runtime, DATA).map
     finally:
         runtime.close()
 

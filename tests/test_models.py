@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from nanodet_deploy.config import ConfigError
-from nanodet_deploy.models import build_model, zoo_config, zoo_names
+from nanodet_deploy.config import ConfigError, zoo_config, zoo_names
+from nanodet_deploy.models import build_model
 from nanodet_deploy.models.decode import center_priors, distance2bbox
 from nanodet_deploy.models.stats import model_stats
 

@@ -18,8 +18,10 @@ from nanodet_deploy.bench.importers import (
     records_from_csv,
 )
 from nanodet_deploy.bench.records import read_records, validate_record
-from nanodet_deploy.cli import app
-from nanodet_deploy.report import build_rows, write_report
+from nanodet_deploy.cli.main import app
+from nanodet_deploy.report.charts import draw_charts
+from nanodet_deploy.report.rows import build_rows
+from nanodet_deploy.report.writer import write_report
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "bench_records.json"
@@ -33,7 +35,7 @@ def records() -> list[dict]:
 @pytest.fixture(scope="module")
 def rendered(records, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    write_report(records, out, sources=[str(FIXTURE)])
+    write_report(records, out, sources=[str(FIXTURE)], draw_charts=draw_charts)
     return out
 
 

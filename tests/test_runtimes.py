@@ -16,11 +16,13 @@ import torch
 
 from nanodet_deploy.artifacts import MetaError, read_meta, write_meta
 from nanodet_deploy.checkpoint import save_checkpoint
+from nanodet_deploy.config import zoo_config
 from nanodet_deploy.exporters.pipeline import ExportOptions, export_model
-from nanodet_deploy.models import build_model, zoo_config
-from nanodet_deploy.runtimes import Backend, BackendUnavailable, open_backend
+from nanodet_deploy.models import build_model
+from nanodet_deploy.runtimes.base import Backend, BackendUnavailable
 from nanodet_deploy.runtimes.ncnn import NcnnBackend
 from nanodet_deploy.runtimes.ort import OrtBackend
+from nanodet_deploy.runtimes.registry import open_backend
 from nanodet_deploy.runtimes.torch_backend import TorchBackend
 
 HW = (64, 96)
@@ -107,7 +109,7 @@ def test_ort_session_options(export):
     opts = backend.session.get_session_options()
     assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    with pytest.raises(ValueError, match="static 64x96 input"):
+    with pytest.raises(ValueError, match=r"static 64x96 \(HxW\) input"):
         backend.run(_input((96, 64)))
 
 
@@ -151,24 +153,25 @@ def test_bad_backend_and_path(export, tmp_path):
         open_backend(export[0], "tflite")
     with pytest.raises(FileNotFoundError):
         open_backend(tmp_path / "nothing")
-    with pytest.raises(ValueError, match="onnxruntime and ncnn need an export folder"):
+    with pytest.raises(ValueError, match="the other backends need an export folder"):
         open_backend(export[1], "ncnn")  # a checkpoint file
-    with pytest.raises(ValueError, match="fp32 only"):
+    with pytest.raises(ValueError, match="backend onnxruntime runs fp32, int8; not 'fp16'"):
         open_backend(export[0], "onnxruntime", precision="fp16")
+    with pytest.raises(MetaError, match="lists no 'onnx_int8' file"):
+        open_backend(export[0], "onnxruntime", precision="int8")
 
 
 @pytest.mark.parametrize(
-    ("module", "make"),
-    [
-        ("onnxruntime", lambda d, ckpt: OrtBackend(d)),
-        ("ncnn", lambda d, ckpt: NcnnBackend(d)),
-        ("torch", lambda d, ckpt: TorchBackend.from_checkpoint(ckpt)),
-    ],
-)
-def test_missing_package_names_it(export, monkeypatch, module, make):
-    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
-    with pytest.raises(BackendUnavailable, match=f"pip install {module}"):
-        make(export[0], export[1])
+    ("backend", "package", "module"),
+    [("onnxruntime", "onnxruntime", "ort"), ("ncnn", "ncnn", "ncnn"),
+     ("torch", "torch", "torch_backend")],
+)  # fmt: skip
+def test_missing_package_names_it(export, monkeypatch, backend, package, module):
+    monkeypatch.setitem(sys.modules, package, None)  # import raises ImportError
+    monkeypatch.delitem(sys.modules, f"nanodet_deploy.runtimes.{module}")  # imported afresh
+    path = export[1] if backend == "torch" else export[0]
+    with pytest.raises(BackendUnavailable, match=f"backend {backend} needs the {package} package"):
+        open_backend(path, backend)
 
 
 def test_runtimes_work_without_torch(export):
@@ -178,7 +181,7 @@ def test_runtimes_work_without_torch(export):
         import sys
         sys.modules["torch"] = None  # any "import torch" now fails
         import numpy as np
-        from nanodet_deploy.runtimes import open_backend
+        from nanodet_deploy.runtimes.registry import open_backend
         from nanodet_deploy.runtimes import ncnn, ort  # noqa: F401
         x = np.zeros((1, 3, 64, 96), np.float32)
         shapes = [open_backend({str(export[0])!r}, b).run(x).shape

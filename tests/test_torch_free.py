@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from detect_helpers import TORCH_BLOCKER, coco_export
 
+from nanodet_deploy.detector import Detector
 from nanodet_deploy.preprocess import load_image
-from nanodet_deploy.runtimes.detector import Detector
 
 RUNTIME_MODULES = (
     "nanodet_deploy.preprocess",
@@ -33,7 +33,7 @@ RUNTIME_MODULES = (
     "nanodet_deploy.runtimes",
     "nanodet_deploy.runtimes.ort",
     "nanodet_deploy.runtimes.ncnn",
-    "nanodet_deploy.runtimes.detector",
+    "nanodet_deploy.detector",
     "nanodet_deploy.detect",
     "nanodet_deploy.draw",
     "nanodet_deploy.cli.detect",
@@ -58,13 +58,13 @@ else:
 for module in MODULES:
     importlib.import_module(module)
 from nanodet_deploy.preprocess import load_image
-from nanodet_deploy.runtimes.detector import Detector
+from nanodet_deploy.detector import Detector
 
 export_dir, image_path = sys.argv[1], sys.argv[2]
 image = load_image(image_path)
 results = {}
 for backend in ("onnxruntime", "ncnn"):
-    with Detector(export_dir, backend, threads=1) as det:
+    with Detector(export_dir, backend, threads=1, score_thresh=0.05) as det:
         results[backend] = det.detect(image).to_records("raccoon-1.jpg")
 """
     + NO_TORCH_CHECK
@@ -88,7 +88,7 @@ def expected(export_dir, image_path) -> dict:
     image = load_image(image_path)
     results = {}
     for backend in ("onnxruntime", "ncnn"):
-        with Detector(export_dir, backend, threads=1) as det:
+        with Detector(export_dir, backend, threads=1, score_thresh=0.05) as det:
             results[backend] = det.detect(image).to_records("raccoon-1.jpg")
     assert results["onnxruntime"] and results["ncnn"]
     return results

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -12,15 +14,16 @@ import pytest
 import torch
 
 from nanodet_deploy.checkpoint import read_checkpoint
-from nanodet_deploy.config import DataConfig, SplitConfig, TrainConfig, TrainingConfig
+from nanodet_deploy.config import zoo_config
 from nanodet_deploy.datasets import load_voc
-from nanodet_deploy.models import build_model, zoo_config
+from nanodet_deploy.models import build_model
 from nanodet_deploy.train.criterion import build_criterion
 from nanodet_deploy.train.data import DetectionDataset, collate
 from nanodet_deploy.train.run_files import LAST
 from nanodet_deploy.train.schedule import LRSchedule
 from nanodet_deploy.train.trainer import fit, seed_everything
 from nanodet_deploy.train.transforms import AugmentConfig, TrainTransform
+from nanodet_deploy.train_config import DataConfig, SplitConfig, TrainConfig, TrainingConfig
 
 INPUT_HW = (128, 128)
 
@@ -122,6 +125,46 @@ def test_worker_processes_give_the_same_training(raccoon_dir, tmp_path):
     inline = fit(cfg, tmp_path / "w0", device="cpu").model.state_dict()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_workers=2))
     workers = fit(cfg, tmp_path / "w2", device="cpu").model.state_dict()
+    assert all(torch.equal(inline[k], workers[k]) for k in inline)
+
+
+def test_image_deleted_mid_run_is_replaced_alike_with_workers(
+    raccoon_dir, tmp_path, monkeypatch, caplog
+):
+    """A training image deleted after loading is warned about at its step and replaced; 0 or
+    2 loader workers still train identically (the replacement depends on the seed only)."""
+    from nanodet_deploy.train import trainer
+
+    root = tmp_path / "voc"
+    for sub, ext in (("images", "jpg"), ("annotations", "xml")):
+        (root / sub).mkdir(parents=True)
+        for i in range(1, 7):
+            shutil.copyfile(
+                raccoon_dir / sub / f"raccoon-{i}.{ext}", root / sub / f"raccoon-{i}.{ext}"
+            )
+    gone = root / "images" / "raccoon-3.jpg"
+    real_build = trainer.build_data
+
+    def build_then_delete(*args, **kwargs):
+        shutil.copyfile(raccoon_dir / "images" / gone.name, gone)  # verified as fine
+        data = real_build(*args, **kwargs)
+        gone.unlink()
+        return data
+
+    monkeypatch.setattr(trainer, "build_data", build_then_delete)
+    cfg = tiny_config(root, tmp_path, epochs=2, eval_interval=0)
+    runs = []
+    for workers in (0, 2):
+        caplog.clear()
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_workers=workers))
+        with caplog.at_level(logging.WARNING):
+            result = fit(cfg, tmp_path / f"w{workers}", device="cpu")
+        warned = [r.getMessage() for r in caplog.records if f"skipped {gone}" in r.getMessage()]
+        assert len(warned) == 2 and "image file not found; used" in warned[0], warned
+        assert result.state.step == 4  # no step lost
+        runs.append((result.model.state_dict(), [w.split(":")[0] for w in warned]))
+    (inline, steps0), (workers, steps2) = runs
+    assert steps0 == steps2  # the same steps hit the missing file
     assert all(torch.equal(inline[k], workers[k]) for k in inline)
 
 

@@ -8,8 +8,9 @@ import pickle
 import cv2
 import numpy as np
 import pytest
+from detect_helpers import preprocess_as
 
-from nanodet_deploy.preprocess import keep_ratio_hw, preprocess
+from nanodet_deploy.preprocess import keep_ratio_hw
 from nanodet_deploy.train.transforms import (
     AugmentConfig,
     TrainTransform,
@@ -70,7 +71,9 @@ def test_identity_keep_ratio_matches_deployment_preprocess() -> None:
         image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), (320, 320),
         AugmentConfig.none(keep_ratio=True), COCO_MEAN, COCO_STD, np.random.default_rng(0),
     )  # fmt: skip
-    tensor, info = preprocess(image, (320, 320), mode="pad", mean_bgr=COCO_MEAN, std_bgr=COCO_STD)
+    tensor, info = preprocess_as(
+        image, (320, 320), mode="pad", mean_bgr=COCO_MEAN, std_bgr=COCO_STD
+    )
     h, w = info.content_hw
     assert out.image_chw.shape[1:] == (h, w) == (205, 320)
     np.testing.assert_allclose(np.diag(out.warp_matrix)[:2], info.scale_xy, rtol=1e-12)

@@ -26,7 +26,7 @@ _MACS_SCRIPT = """
 import json, sys
 from nanodet_deploy.models import build_model
 from nanodet_deploy.models.stats import model_stats
-from nanodet_deploy.models.zoo import zoo_config
+from nanodet_deploy.config import zoo_config
 name, num_classes, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 model = build_model(zoo_config(name, num_classes=num_classes)).eval()
 print(json.dumps(model_stats(model, (h, w)).macs))

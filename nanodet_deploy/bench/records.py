@@ -3,7 +3,7 @@
 One record (a JSON object) per measured combination; DESIGN.md "Benchmark record". Fields:
 
 ==================  =====================================================================
-``schema``          ``"nanodet-deploy.bench/1"``
+``schema``          ``"nanodet-deploy.bench/2"`` (``/1`` records are read and upgraded)
 ``status``          ``"ok"`` (measured), ``"error"`` (the combination crashed or failed),
                     ``"skipped"`` (not measurable here, e.g. backend not installed)
 ``note``            why it was skipped / what failed / caveats (None when nothing to say)
@@ -14,11 +14,12 @@ One record (a JSON object) per measured combination; DESIGN.md "Benchmark record
 ``model``           ``name``, ``export_dir``, ``file``, ``file_size_bytes``, ``num_classes``,
                     ``random_weights``, ``macs`` (conv MACs at this input size or None),
                     ``macs_source``, ``output_layout``
-``backend``         ``torch`` | ``onnxruntime`` | ``ncnn``
-``precision``       ``fp32`` | ``fp16``
+``backend``         ``torch`` | ``onnxruntime`` | ``ncnn`` | ``mnn`` | ``openvino``
+``precision``       ``fp32`` | ``fp16`` | ``bf16`` | ``int8``
 ``threads``         inference threads
 ``input_hw``        ``[H, W]`` of the network input tensor
-``resize_mode``     preprocess mode (``plain`` gives exactly ``input_hw``)
+``geometry``        preprocess geometry (``plain`` gives exactly ``input_hw``)
+``sampler``         preprocess sampler (``resize`` | ``warp``)
 ``warmup``          untimed iterations before measuring
 ``iterations``      timed iterations
 ``images``          what was fed (``"synthetic 640x480 BGR"`` or a folder and count)
@@ -47,7 +48,8 @@ from pathlib import Path
 
 from nanodet_deploy.artifacts import write_json_atomic
 
-SCHEMA = "nanodet-deploy.bench/1"
+SCHEMA = "nanodet-deploy.bench/2"
+OLD_SCHEMAS = ("nanodet-deploy.bench/1",)
 SOURCE = "nanodet-deploy bench"  # records measured by our harness; imports name their tool
 STATUSES = ("ok", "error", "skipped")
 STAT_KEYS = ("min", "p50", "p90", "p99", "mean", "std")
@@ -66,7 +68,8 @@ TOP_LEVEL_KEYS = (
     "precision",
     "threads",
     "input_hw",
-    "resize_mode",
+    "geometry",
+    "sampler",
     "warmup",
     "iterations",
     "images",
@@ -177,11 +180,23 @@ def _read_one(path: Path) -> list[dict]:
         data = data.get("records", [data])
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise ValueError(f"{path}: expected a list of benchmark records")
+    data = [upgrade_record(r) for r in data]
     bad = [(i, p) for i, r in enumerate(data) if (p := validate_record(r))]
     if bad:
         i, problems = bad[0]
         raise ValueError(f"{path}: record {i} is not a benchmark record: {'; '.join(problems)}")
     return data
+
+
+def upgrade_record(record: dict) -> dict:
+    """A ``/1`` record in the current schema (``resize_mode`` -> ``geometry``, sampler warp)."""
+    if record.get("schema") not in OLD_SCHEMAS:
+        return record
+    record = dict(record)
+    record["geometry"] = record.pop("resize_mode", None)
+    record["sampler"] = "warp"  # the only sampler before schema 2
+    record["schema"] = SCHEMA
+    return record
 
 
 class RecordFile:

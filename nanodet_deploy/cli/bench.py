@@ -1,6 +1,8 @@
 """``nanodet-deploy bench``: latency of exported models per backend, precision, threads, size.
 
-Torch-free: works where only the runtime dependencies are installed.
+``--backend auto --precision auto`` (the defaults) measure what exists: every installed backend
+the export has files for, at every precision it has files for. Torch-free: works where only the
+runtime dependencies are installed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,19 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from nanodet_deploy.bench.harness import run_plan
+from nanodet_deploy.bench.records import RecordFile
+from nanodet_deploy.bench.spec import (
+    ALL_PRECISIONS,
+    BenchSpec,
+    parse_list,
+    parse_sizes,
+    parse_threads,
+    plan,
+)
 from nanodet_deploy.cli.common import console, err_console, user_errors
+from nanodet_deploy.device import describe_device, library_versions
+from nanodet_deploy.runtimes.base import BACKENDS
 
 
 @user_errors
@@ -22,8 +36,9 @@ def bench(
         list[Path], typer.Argument(help="Export folders (model files + meta.json).")
     ],
     backend: Annotated[
-        str, typer.Option(help="Comma-separated: onnxruntime, ncnn, torch.")
-    ] = "onnxruntime,ncnn,torch",
+        str,
+        typer.Option(help="auto, or comma-separated: onnxruntime, ncnn, mnn, openvino, torch."),
+    ] = "auto",
     threads: Annotated[
         str | None,
         typer.Option(help="Comma-separated thread counts (default: 1 and all cores up to 4)."),
@@ -33,8 +48,8 @@ def bench(
         typer.Option(help="Input sizes, e.g. 320,416 or 320x416 (default: the export size)."),
     ] = None,
     precision: Annotated[
-        str, typer.Option(help="fp32 and/or fp16 (fp16: ncnn only; others are skipped).")
-    ] = "fp32",
+        str, typer.Option(help="auto, or comma-separated: fp32, fp16, bf16, int8.")
+    ] = "auto",
     warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 20,
     iters: Annotated[int, typer.Option(min=1, help="Timed iterations.")] = 200,
     images: Annotated[
@@ -45,8 +60,12 @@ def bench(
         str | None, typer.Option(help="Data YAML (as for eval) to add mAP of each artifact.")
     ] = None,
     resize: Annotated[
-        str, typer.Option(help="Preprocess mode: plain (exact size), pad or letterbox.")
+        str,
+        typer.Option("--resize", "--geometry", help="plain (exact size), pad or letterbox."),
     ] = "plain",
+    sampler: Annotated[
+        str | None, typer.Option(help="resize or warp (default: the export's).")
+    ] = None,
     json_out: Annotated[
         Path, typer.Option("--json", help="Results file, rewritten after every record.")
     ] = Path("bench.json"),
@@ -64,23 +83,17 @@ def bench(
     ] = True,
 ) -> None:
     """Measure every combination in its own process and write one record per combination."""
-    from nanodet_deploy import bench as harness
-    from nanodet_deploy.bench.records import RecordFile
-    from nanodet_deploy.device import describe_device, library_versions
-
-    if resize not in harness.RESIZE_MODES:
-        raise ValueError(f"--resize {resize!r}: choose from {', '.join(harness.RESIZE_MODES)}")
-    template = harness.BenchSpec(
+    template = BenchSpec(
         export_dir="", backend="ncnn", precision="fp32", threads=1, input_hw=(0, 0),
         warmup=warmup, iterations=iters, images=str(images) if images else None,
-        resize_mode=resize, data=data, pin_cpus=pin,
+        geometry=resize, sampler=sampler, data=data, pin_cpus=pin,
     )  # fmt: skip
-    planned = harness.plan(
+    planned = plan(
         [str(d) for d in export_dirs],
-        harness.parse_list(backend, harness.BENCH_BACKENDS, "--backend"),
-        harness.parse_list(precision, harness.PRECISIONS, "--precision"),
-        harness.parse_threads(threads or _default_threads()),
-        harness.parse_sizes(size) if size else None,
+        parse_list(backend, BACKENDS, "--backend"),
+        parse_list(precision, ALL_PRECISIONS, "--precision"),
+        parse_threads(threads or _default_threads()),
+        parse_sizes(size) if size else None,
         template,
     )
     _announce_skips(planned)
@@ -93,7 +106,7 @@ def bench(
         )
     results = RecordFile(json_out, keep_existing=append)
     versions = library_versions()
-    records = _run_with_progress(harness, planned, results, device, versions, timeout, macs)
+    records = _run_with_progress(planned, results, device, versions, timeout, macs)
     _summary(records)
     console.print(f"records: {json_out}")
     if any(r["status"] == "error" for r in records):
@@ -111,7 +124,7 @@ def _announce_skips(planned: list) -> None:
 
 
 def _run_with_progress(
-    harness, planned, results, device, versions, timeout: float, macs: bool
+    planned, results, device, versions, timeout: float, macs: bool
 ) -> list[dict]:
     columns = (
         TextColumn("{task.description}"),
@@ -123,17 +136,14 @@ def _run_with_progress(
         task = progress.add_task("bench", total=len(planned))
 
         def on_start(spec) -> None:
-            h, w = spec.input_hw
-            name = Path(spec.export_dir).name
-            desc = f"{name} {spec.backend} {spec.precision} {spec.threads}t {h}x{w}"
-            progress.update(task, description=desc)
+            progress.update(task, description=spec.label)
 
         def on_record(record: dict) -> None:
             progress.advance(task)
             if record["status"] == "error":
                 progress.console.print(f"[red]error:[/] {record['note']}", highlight=False)
 
-        return harness.run_plan(
+        return run_plan(
             planned, results, device=device, versions=versions, timeout_s=timeout,
             count_macs=macs, on_start=on_start, on_record=on_record,
         )  # fmt: skip

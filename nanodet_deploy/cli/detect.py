@@ -1,10 +1,12 @@
 """``nanodet-deploy detect MODEL SOURCE``: detections on images, a folder, a video or a camera.
 
-    nanodet-deploy detect MODEL SOURCE [--backend auto|torch|onnxruntime|ncnn] [--threads N]
-        [--size H[,W]] [--resize pad|letterbox|plain] [--score-thresh 0.35] [--iou-thresh 0.6]
-        [--max-det 100] [--precision fp32|fp16] [--max-frames N] [--save-dir DIR] [--json OUT]
+    nanodet-deploy detect MODEL SOURCE [--backend auto|torch|onnxruntime|ncnn|mnn|openvino]
+        [--threads N] [--precision fp32|fp16|bf16|int8] [--size H[,W]]
+        [--resize pad|letterbox|plain] [--sampler resize|warp] [--score-thresh 0.35]
+        [--iou-thresh 0.6] [--max-det 100] [--max-frames N] [--save-dir DIR] [--json OUT]
 
-MODEL: an export folder (onnxruntime / ncnn, torch-free) or a checkpoint (torch).
+MODEL: an export folder (torch-free backends) or a checkpoint (torch).
+``--resize`` / ``--sampler`` default to the export's meta.json preprocess block.
 SOURCE: an image, a folder (its image files, sorted), a video file or a camera index (0, 1..).
 
 ``--score-thresh`` (default 0.35, what official NanoDet's demo draws) applies to the drawings
@@ -29,8 +31,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nanodet_deploy.cli.common import console, err_console, user_errors
-
-DEFAULT_SCORE_THRESH = 0.35
+from nanodet_deploy.config import parse_hw
+from nanodet_deploy.detect import AnnotatedSaver, RunStats, run_source
+from nanodet_deploy.detector import DEFAULT_SCORE_THRESH, Detector
+from nanodet_deploy.fileio import write_json_atomic
+from nanodet_deploy.sources import open_source
 
 
 @user_errors
@@ -42,7 +47,8 @@ def detect(
         str, typer.Argument(help="Image, folder of images, video file, or camera index.")
     ],
     backend: Annotated[
-        str, typer.Option(help="auto, torch, onnxruntime or ncnn (auto: ncnn, else onnxruntime).")
+        str,
+        typer.Option(help="auto, torch, onnxruntime, ncnn, mnn or openvino (auto: ncnn first)."),
     ] = "auto",
     threads: Annotated[
         int | None, typer.Option(help="Inference threads (default: cores, at most 4).")
@@ -50,14 +56,21 @@ def detect(
     size: Annotated[
         str | None, typer.Option(help="Input size H or H,W (default: the export size).")
     ] = None,
-    resize: Annotated[str, typer.Option(help="pad (keep ratio), letterbox or plain.")] = "pad",
+    resize: Annotated[
+        str | None,
+        typer.Option("--resize", "--geometry", help="pad, letterbox or plain (default: export's)."),
+    ] = None,
+    sampler: Annotated[
+        str | None,
+        typer.Option(help="resize (= ncnn from_pixels_resize) or warp (official NanoDet's)."),
+    ] = None,
     score_thresh: Annotated[
         float, typer.Option(help="Keep detections scoring above this (drawings and JSON).")
     ] = DEFAULT_SCORE_THRESH,
     iou_thresh: Annotated[float, typer.Option(help="Class-aware NMS IoU threshold.")] = 0.6,
     max_det: Annotated[int, typer.Option(help="At most this many detections per image.")] = 100,
     precision: Annotated[
-        str | None, typer.Option(help="ncnn: fp32 or fp16 (default: as exported).")
+        str | None, typer.Option(help="fp32, fp16, bf16 or int8 (default: as exported).")
     ] = None,
     max_frames: Annotated[
         int | None, typer.Option(help="Stop after this many images / frames (camera!).")
@@ -70,11 +83,6 @@ def detect(
     ] = None,
 ) -> None:
     """Detect objects in images, a folder, a video or a camera stream."""
-    from nanodet_deploy.artifacts import write_json_atomic
-    from nanodet_deploy.config import parse_hw
-    from nanodet_deploy.detect import AnnotatedSaver, RunStats, open_source
-    from nanodet_deploy.runtimes.detector import Detector
-
     if max_det < 0 or (max_frames is not None and max_frames < 1):
         raise ValueError("--max-det must be >= 0 and --max-frames >= 1")
     input_hw = parse_hw(size) if size else None
@@ -87,8 +95,9 @@ def detect(
     try:
         saver = AnnotatedSaver(save_dir, src) if save_dir is not None else None
         with Detector(
-            model, backend, threads=threads, resize=resize, input_hw=input_hw,
-            score_thresh=score_thresh, iou_thresh=iou_thresh, max_det=max_det, precision=precision,
+            model, backend, threads=threads, precision=precision, geometry=resize,
+            sampler=sampler, input_hw=input_hw, score_thresh=score_thresh,
+            iou_thresh=iou_thresh, max_det=max_det,
         ) as detector:  # fmt: skip
             _run(detector, src, saver, records, stats)
             description = detector.describe()
@@ -107,8 +116,6 @@ def detect(
 
 
 def _run(detector, src, saver, records: list[dict], stats) -> None:
-    from nanodet_deploy.detect import run_source
-
     if src.kind == "image":
         run_source(detector, src, saver=saver, records=records, stats=stats)
         return
@@ -134,8 +141,9 @@ def _run(detector, src, saver, records: list[dict], stats) -> None:
 def _print_summary(src, stats, description: dict, saver, json_out: Path | None) -> None:
     table = Table(title="detect summary", show_header=False)
     h, w = description["input_hw"]
-    table.add_row("model", f"{description['model']} ({description['backend']}, "
-                  f"{h}x{w} HxW, resize {description['resize']})")  # fmt: skip
+    pre = description["preprocess"]
+    table.add_row("model", f"{description['model']} ({description['backend']}, {h}x{w} HxW, "
+                  f"{pre['geometry']} geometry, {pre['sampler']} sampler)")  # fmt: skip
     noun = "frames" if src.kind in ("video", "camera") else "images"
     table.add_row(noun, str(stats.num_frames))
     if stats.failed:

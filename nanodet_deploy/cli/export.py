@@ -1,9 +1,12 @@
-"""``nanodet-export`` / ``nanodet-deploy export``: checkpoint -> ONNX + NCNN + meta.json (+ parity).
+"""``nanodet-export`` / ``nanodet-deploy export``: checkpoint -> ONNX, NCNN, MNN, OpenVINO,
+int8, meta.json and a parity check.
 
     nanodet-export [CHECKPOINT] [--model NAME] [--weights PATH] --size H[,W] --out DIR
-                   [--formats onnx,ncnn] [--fp32] [--output decoded|raw] [--opset N]
-                   [--fold-normalize] [--no-simplify] [--dynamic] [--images DIR] [--no-verify]
-                   [--overwrite]
+                   [--formats onnx,ncnn,mnn,openvino] [--fp32] [--output decoded|raw]
+                   [--opset N] [--fold-normalize] [--no-simplify] [--dynamic]
+                   [--sampler resize|warp] [--resize pad|letterbox|plain]
+                   [--int8 --calib SOURCE [--calib-images N]] [--data DATA.yaml]
+                   [--images DIR] [--no-verify] [--overwrite]
 
 Exit codes: 0 exported (and verified), 1 exported but the parity check failed (the folder and
 its verify.json are kept for inspection), 2 nothing exported (bad input or a failed step).
@@ -11,14 +14,16 @@ its verify.json are kept for inspection), 2 nothing exported (bad input or a fai
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from nanodet_deploy.api import export as export_api
 from nanodet_deploy.cli.common import console, err_console, fail, user_errors
+from nanodet_deploy.config import parse_hw
+from nanodet_deploy.exporters.errors import ExportError
 
 
 @user_errors
@@ -38,7 +43,9 @@ def export(
     size: Annotated[
         str | None, typer.Option("--size", help="Input size H or H,W (default: the model's).")
     ] = None,
-    formats: Annotated[str, typer.Option("--formats", help="onnx, ncnn or both.")] = "onnx,ncnn",
+    formats: Annotated[
+        str, typer.Option("--formats", help="Comma-separated: onnx, ncnn, mnn, openvino.")
+    ] = "onnx,ncnn",
     fp32: Annotated[
         bool, typer.Option("--fp32", help="NCNN weights in fp32 (default fp16).")
     ] = False,
@@ -53,72 +60,71 @@ def export(
     dynamic: Annotated[
         bool, typer.Option("--dynamic", help="ONNX with dynamic batch, height and width.")
     ] = False,
+    sampler: Annotated[
+        str | None,
+        typer.Option(
+            help="Preprocess sampler in meta.json: resize (ncnn apps) or warp (official)."
+        ),
+    ] = None,
+    resize: Annotated[
+        str | None,
+        typer.Option("--resize", "--geometry", help="Preprocess geometry: pad, letterbox, plain."),
+    ] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write int8 models (needs --calib).")
+    ] = False,
+    calib: Annotated[
+        Path | None,
+        typer.Option(help="int8 calibration: an image folder, or a data YAML (its train split)."),
+    ] = None,
+    calib_images: Annotated[
+        int, typer.Option(min=1, help="At most this many calibration images.")
+    ] = 100,
+    data: Annotated[
+        Path | None, typer.Option(help="Data YAML: verification adds every artifact's val mAP.")
+    ] = None,
     images: Annotated[
         Path | None, typer.Option("--images", help="Images for the parity check (default: random).")
     ] = None,
     verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Parity check torch vs ONNX vs NCNN.")
+        bool, typer.Option("--verify/--no-verify", help="Parity check against torch.")
     ] = True,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing --out.")
     ] = False,
 ) -> None:
-    """Export a NanoDet to ONNX and NCNN with the decode folded in, meta.json and a parity check."""
-    from nanodet_deploy.config import parse_hw
-    from nanodet_deploy.exporters import ExportError
-    from nanodet_deploy.exporters.pipeline import ExportOptions, export_model
-
-    t0 = time.perf_counter()
-    net, sha256, random_weights, source = _load(checkpoint, model, weights)
-    _print_step("load", f"{net.cfg.name} from {source}", time.perf_counter() - t0)
-    options = ExportOptions(
-        input_hw=parse_hw(size) if size else net.cfg.input_hw,
-        formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
-        output_layout=output,
-        opset=opset,
-        fold_normalize=fold_normalize,
-        simplify=simplify,
-        dynamic_axes=("batch", "height", "width") if dynamic else (),
-        ncnn_fp16=not fp32,
-        verify=verify,
-        images_dir=images,
-        overwrite=overwrite,
-    )
+    """Export a NanoDet with the decode folded in: ONNX, NCNN, MNN, OpenVINO, int8, meta.json."""
+    if checkpoint and weights:
+        raise ValueError("give CHECKPOINT or --weights, not both")
+    path = checkpoint or weights
+    if path is None and model is None:
+        raise ValueError("give a CHECKPOINT, or --model NAME [--weights PATH]")
+    if path is None:
+        err_console.print(
+            f"[bold yellow]WARNING: no weights given: exporting {model} with RANDOM weights.[/] "
+            "Its detections are meaningless; use it for latency work only "
+            "(meta.json records random_weights: true)."
+        )
     try:
-        result = export_model(net, out, options, sha256, random_weights, on_step=_print_step)
+        result = export_api(
+            path, out, model=model, size=parse_hw(size) if size else None,
+            formats=[f.strip() for f in formats.split(",") if f.strip()], ncnn_fp16=not fp32,
+            output=output, opset=opset, fold_normalize=fold_normalize, simplify=simplify,
+            dynamic=dynamic, geometry=resize, sampler=sampler, int8=int8, calib=calib,
+            calib_images=calib_images, data=data, images=images, verify=verify,
+            overwrite=overwrite, on_step=_print_step,
+        )  # fmt: skip
     except ExportError as exc:
         raise fail(str(exc).replace("[", "\\[")) from None
     h, w = result.meta.input_hw
-    console.print(f"[bold green]exported[/] {result.out_dir} ({h}x{w} HxW, "
-                  f"{', '.join(result.meta.files.values())})")  # fmt: skip
+    pre = result.meta.preprocess
+    console.print(f"[bold green]exported[/] {result.out_dir} ({h}x{w} HxW, {pre.geometry} "
+                  f"geometry, {pre.sampler} sampler; {', '.join(result.meta.files.values())})")  # fmt: skip
     if result.verify is not None:
         _print_verify(result.verify)
         if not result.verify["passed"]:
             err_console.print("[bold red]parity check FAILED[/]: see verify.json in the export")
             raise typer.Exit(1)
-
-
-def _load(checkpoint: str | None, model: str | None, weights: str | None):
-    """(model, checkpoint sha256, random weights?, description) from the CLI arguments."""
-    from nanodet_deploy.checkpoint import load_model, sha256_file
-    from nanodet_deploy.models import build_model, zoo_config
-
-    if checkpoint and weights:
-        raise ValueError("give CHECKPOINT or --weights, not both")
-    path = checkpoint or weights
-    if path is not None:
-        cfg = zoo_config(model) if model else None
-        net, ckpt = load_model(path, config=cfg)
-        ema = ", EMA weights" if ckpt.used_ema else ""
-        return net, sha256_file(path), False, f"{path} ({ckpt.kind}{ema})"
-    if model is None:
-        raise ValueError("give a CHECKPOINT, or --model NAME [--weights PATH]")
-    err_console.print(
-        f"[bold yellow]WARNING: no weights given: exporting {model} with RANDOM weights.[/] "
-        "Its detections are meaningless; use it for latency work only "
-        "(meta.json records random_weights: true)."
-    )
-    return build_model(zoo_config(model)).eval(), None, True, "RANDOM weights"
 
 
 def _print_step(step: str, detail: str, seconds: float) -> None:
@@ -131,6 +137,8 @@ def _print_verify(report: dict) -> None:
                 "min IoU", "max |Δscore| det"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("check", "result") else "right")
     for name, check in report["checks"].items():
+        if check["precision"] == "int8":
+            name = f"{name} (held-out, agreement {check['agreement']:.0%})"
         dets = [i["detections"] for i in check["inputs"]]
         matched = sum(d["num_ref"] - d["unmatched_ref"] for d in dets)
         ties = sum(d["ties"] for d in dets)
@@ -146,3 +154,6 @@ def _print_verify(report: dict) -> None:
             f"{max(diffs):.4f}" if diffs else "-",
         )
     console.print(table)
+    if report.get("map"):
+        maps = ", ".join(f"{k} {v:.4f}" for k, v in report["map"].items())
+        console.print(f"val mAP: {maps}", highlight=False)

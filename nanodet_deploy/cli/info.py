@@ -1,15 +1,23 @@
-"""``nanodet-deploy info``: parameters, MACs, output points and a per-module table."""
+"""``nanodet-deploy info``: parameters, MACs, output points and a per-module table (torch)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from nanodet_deploy.cli.common import console, load_model_from_spec, user_errors
+from nanodet_deploy.cli.common import console, user_errors
+from nanodet_deploy.config import (
+    check_input_hw,
+    model_config_from_dict,
+    parse_hw,
+    read_yaml,
+    zoo_config,
+)
 
 
 @user_errors
@@ -23,10 +31,9 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Exact parameter count, conv MACs at an input size, and output points per level."""
-    from nanodet_deploy.config import check_input_hw, parse_hw
-    from nanodet_deploy.models.stats import model_stats
+    from nanodet_deploy.models.stats import model_stats  # torch: this command is its seam
 
-    net, cfg, source = load_model_from_spec(model)
+    net, cfg, source = _load(model)
     input_hw = parse_hw(size) if size else cfg.input_hw
     check_input_hw(input_hw, cfg.size_multiple, f"--size for {cfg.name}")
     st = model_stats(net, input_hw)
@@ -55,3 +62,22 @@ def info(
     for m in st.modules:
         table.add_row(m.name, f"{m.params:,}", f"{m.macs / 1e6:.2f}")
     console.print(table)
+
+
+def _load(spec: str):
+    """(model, config, source description) from a zoo name, YAML config or checkpoint file."""
+    from nanodet_deploy.checkpoint import load_model  # torch: this command is its seam
+    from nanodet_deploy.models import build_model
+
+    path = Path(spec)
+    if path.suffix in (".pth", ".ckpt", ".pt") or (
+        path.exists() and not spec.endswith((".yaml", ".yml"))
+    ):
+        model, ckpt = load_model(path)
+        return model, model.cfg, f"{path} ({ckpt.kind}{', EMA weights' if ckpt.used_ema else ''})"
+    if spec.endswith((".yaml", ".yml")):
+        data = read_yaml(spec)
+        cfg = model_config_from_dict(data.get("model", data), source=spec)
+    else:
+        cfg = zoo_config(spec)
+    return build_model(cfg).eval(), cfg, f"{cfg.name} (random weights)"

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from nanodet_deploy.bench.importers import imported_device, records_from_benchncnn, records_from_csv
+from nanodet_deploy.bench.records import read_records
+from nanodet_deploy.bench.spec import parse_sizes
 from nanodet_deploy.cli.common import console, err_console, user_errors
+from nanodet_deploy.fileio import write_json_atomic
+from nanodet_deploy.report.writer import ChartDrawer, write_report
 
 
 @user_errors
@@ -23,20 +27,24 @@ def report(
     charts: Annotated[bool, typer.Option(help="Draw PNG charts (needs matplotlib).")] = True,
 ) -> None:
     """Render report.md, results.csv and charts from benchmark records."""
-    from nanodet_deploy.bench.importers import records_from_csv
-    from nanodet_deploy.bench.records import read_records
-    from nanodet_deploy.report import write_report
-
     records: list[dict] = []
     for path in results:
         records += records_from_csv(path) if path.suffix == ".csv" else read_records([path])
-    if charts and importlib.util.find_spec("matplotlib") is None:
-        err_console.print("[yellow]matplotlib is not installed: no charts (pip install matplotlib)")
-        charts = False
     files = write_report(
-        records, out, title=title, sources=[str(p) for p in results], charts=charts
-    )
+        records, out, title=title, sources=[str(p) for p in results],
+        draw_charts=_chart_drawer() if charts else None,
+    )  # fmt: skip
     console.print(f"wrote {files.markdown}, {files.csv} and {len(files.charts)} charts")
+
+
+def _chart_drawer() -> ChartDrawer | None:
+    """``report.charts.draw_charts`` (this command is the seam that imports matplotlib)."""
+    try:
+        from nanodet_deploy.report.charts import draw_charts
+    except ImportError:
+        err_console.print("[yellow]matplotlib is not installed: no charts (pip install matplotlib)")
+        return None
+    return draw_charts
 
 
 @user_errors
@@ -65,14 +73,6 @@ def import_bench(
     threads: Annotated[int | None, typer.Option(help="Override the log's num_threads.")] = None,
 ) -> None:
     """Turn results measured outside Python into records labelled with their source."""
-    from nanodet_deploy.artifacts import write_json_atomic
-    from nanodet_deploy.bench import parse_sizes
-    from nanodet_deploy.bench.importers import (
-        imported_device,
-        records_from_benchncnn,
-        records_from_csv,
-    )
-
     hw = parse_sizes(size)[0] if size else None
     records: list[dict] = []
     for path in files:

@@ -1,16 +1,6 @@
-"""Export a NanoDet to ONNX (onnxruntime) and NCNN (pnnx), with meta.json and a parity check.
-
-Modules: ``onnx`` (torch -> ONNX + onnxsim + op allow-list), ``ncnn`` (ONNX -> NCNN with the pnnx
-executable), ``verify`` (the same inputs through torch, onnxruntime and ncnn), ``pipeline``
-(the whole export built in a temp folder and moved into place when complete). Heavy
-dependencies (torch, onnx, onnxsim, pnnx, ncnn) are imported inside the functions that use them.
+"""Export a NanoDet: ONNX (``onnx``: torch -> ONNX + onnxsim + op allow-list), NCNN (``ncnn``:
+pnnx), MNN and OpenVINO (``mnn``, ``openvino``: optional, loaded through ``registry``), int8
+(``int8``: calibration, onnxruntime QDQ; ``ncnn_calib`` + ``ncnn_int8``: ncnn's own int8
+format), the parity check (``verify``, ``matching``) and the whole export built in a temp
+folder and moved into place when complete (``pipeline``, ``folder``). Errors: ``errors``.
 """
-
-from __future__ import annotations
-
-
-class ExportError(RuntimeError):
-    """An export step failed; the message says which step and why (tool output included)."""
-
-
-__all__ = ["ExportError"]

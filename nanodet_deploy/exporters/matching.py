@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nanodet_deploy.postprocess import center_points
 from nanodet_deploy.structures import Detections, ResizeInfo
 
 
@@ -53,8 +54,6 @@ class Candidates:
         center_offset: float,
         resize_info: ResizeInfo,
     ) -> Candidates:
-        from nanodet_deploy.postprocess import center_points
-
         h, w = resize_info.input_hw
         centers, point_strides = center_points((h, w), strides, center_offset)
         c = decoded.shape[1] - 4

@@ -22,7 +22,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanodet_deploy.exporters import ExportError
+import ncnn
+import pnnx
+
+from nanodet_deploy.exporters.errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +56,6 @@ class NcnnExportInfo:
 
 def pnnx_executable() -> Path:
     """Path of the pnnx executable shipped by the ``pnnx`` pip package."""
-    try:
-        import pnnx
-    except ImportError as exc:
-        raise ExportError(
-            "pnnx is not installed: pip install pnnx (needed for --formats ncnn)"
-        ) from exc
     path = Path(pnnx.EXEC_PATH)
     if not path.is_file():
         raise ExportError(f"pnnx executable not found at {path}: reinstall with pip install pnnx")
@@ -172,10 +169,6 @@ def check_size_free(param_text: str) -> tuple[str, ...]:
 
 def load_check(param: Path, weights: Path) -> tuple[str, str]:
     """Load the model once with ncnn; return its (input blob, output blob) names."""
-    try:
-        import ncnn
-    except ImportError as exc:
-        raise ExportError("ncnn is not installed: pip install ncnn") from exc
     net = ncnn.Net()
     net.opt.use_vulkan_compute = False
     try:

@@ -17,14 +17,13 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import onnx
+import onnxsim
+import torch
 
 from nanodet_deploy.artifacts import ExportMeta
-from nanodet_deploy.exporters import ExportError
-
-if TYPE_CHECKING:
-    import onnx
-    import torch
+from nanodet_deploy.exporters.errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +88,6 @@ def export_onnx(
     simplify: bool = True,
 ) -> OnnxExportInfo:
     """Export ``wrapper`` (an ExportWrapper in eval mode) to ``path`` and check the result."""
-    import onnx
-    import torch
-
     opset = check_opset(opset)
     dynamic_axes = check_dynamic_axes(dynamic_axes)
     dummy = torch.zeros(1, 3, int(input_hw[0]), int(input_hw[1]), dtype=torch.float32)
@@ -132,8 +128,6 @@ def _torch_dynamic_axes(dynamic_axes: tuple[str, ...]) -> dict[str, dict[int, st
 
 
 def _check_model(model: onnx.ModelProto, opset: int, where: str) -> None:
-    import onnx
-
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
@@ -152,12 +146,6 @@ def onnx_opset(model: onnx.ModelProto) -> int | None:
 
 
 def _simplify(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
-    try:
-        import onnxsim
-    except ImportError as exc:
-        raise ExportError(
-            "onnxsim is not installed (pip install onnxsim), or export with --no-simplify"
-        ) from exc
     try:
         simplified, ok = onnxsim.simplify(model)
     except Exception as exc:  # onnxsim raises plain RuntimeError / ValueError from C++
@@ -186,8 +174,6 @@ def check_ops(model: onnx.ModelProto, allow_shape_ops: bool) -> tuple[str, ...]:
 
 def write_onnx_metadata(path: Path, meta: ExportMeta) -> None:
     """Store every meta.json field as ``metadata_props`` (JSON-encoded values) in the file."""
-    import onnx
-
     model = onnx.load(str(path))
     del model.metadata_props[:]
     for key, value in meta.to_dict().items():

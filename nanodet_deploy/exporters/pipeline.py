@@ -1,4 +1,5 @@
-"""The whole export: wrapper -> ONNX (+ onnxsim) -> NCNN (pnnx) -> meta.json -> verification.
+"""The whole export: wrapper -> ONNX (+ onnxsim) -> NCNN (pnnx) / MNN / OpenVINO -> int8 ->
+meta.json -> verification.
 
 Everything is written into a temp folder beside ``out_dir`` (same filesystem) and renamed into
 place only when complete, so a failed or interrupted export never leaves a half-written folder.
@@ -9,35 +10,56 @@ itself only logs.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from nanodet_deploy.artifacts import (
-    OUTPUT_DECODED,
-    OUTPUT_LAYOUTS,
-    ExportMeta,
-    write_json_atomic,
-    write_meta,
+import torch
+
+from nanodet_deploy.artifacts import OUTPUT_DECODED, OUTPUT_LAYOUTS, ExportMeta, write_meta
+from nanodet_deploy.checkpoint import save_checkpoint
+from nanodet_deploy.evaluation import evaluate_backend
+from nanodet_deploy.exporters import int8 as int8_step
+from nanodet_deploy.exporters.errors import ExportError
+from nanodet_deploy.exporters.folder import make_temp_dir, publish, remove_tree
+from nanodet_deploy.exporters.ncnn import NCNN_BIN, NCNN_PARAM, NcnnExportInfo
+from nanodet_deploy.exporters.ncnn import convert_onnx_to_ncnn as onnx_to_ncnn
+from nanodet_deploy.exporters.onnx import (
+    DEFAULT_OPSET,
+    OnnxExportInfo,
+    check_dynamic_axes,
+    check_opset,
+    export_onnx,
+    write_onnx_metadata,
 )
-from nanodet_deploy.exporters import ExportError
-from nanodet_deploy.exporters.onnx import DEFAULT_OPSET, OnnxExportInfo
-
-if TYPE_CHECKING:
-    from nanodet_deploy.exporters.ncnn import NcnnExportInfo
-    from nanodet_deploy.models.detector import NanoDet
-    from nanodet_deploy.models.export import ExportWrapper
+from nanodet_deploy.exporters.registry import converter
+from nanodet_deploy.exporters.verify import (
+    PostprocessSettings,
+    VerifyInput,
+    image_paths,
+    verification_inputs,
+    verify_backends,
+    verify_report,
+)
+from nanodet_deploy.fileio import write_json_atomic
+from nanodet_deploy.models.detector import NanoDet
+from nanodet_deploy.models.export import ExportWrapper, export_meta
+from nanodet_deploy.models.stats import model_stats
+from nanodet_deploy.runtimes.base import Backend
+from nanodet_deploy.runtimes.registry import open_backend
+from nanodet_deploy.runtimes.torch_backend import TorchBackend
+from nanodet_deploy.structures import GEOMETRIES, SAMPLERS
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "ncnn")
+FORMATS = ("onnx", "ncnn", "mnn", "openvino")
 ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
+NCNN_INT8_PARAM = "model.int8.ncnn.param"
+NCNN_INT8_BIN = "model.int8.ncnn.bin"
 TORCH_FILE = "model.pth"  # the exported weights in our checkpoint format, for the torch backend
 StepCallback = Callable[[str, str, float], None]  # (step, what it did, seconds)
 StepReporter = Callable[[str], AbstractContextManager[Callable[[str], None]]]
@@ -46,13 +68,19 @@ StepReporter = Callable[[str], AbstractContextManager[Callable[[str], None]]]
 @dataclass(frozen=True)
 class ExportOptions:
     input_hw: tuple[int, int]
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = ("onnx", "ncnn")
     output_layout: str = OUTPUT_DECODED
     opset: int = DEFAULT_OPSET
     fold_normalize: bool = False
     simplify: bool = True
     dynamic_axes: tuple[str, ...] = ()  # ONNX only: subset of ("batch", "height", "width")
     ncnn_fp16: bool = True  # fp16 weight storage in model.ncnn.bin
+    geometry: str | None = None  # meta.json's preprocess block (None: PreprocessSpec defaults)
+    sampler: str | None = None
+    int8: bool = False  # also write int8 models of the formats that have one
+    calib: Path | None = None  # int8 calibration: an image folder or a data YAML (train split)
+    calib_images: int = int8_step.DEFAULT_CALIB_IMAGES
+    data: Path | None = None  # data YAML: verification adds the val mAP of every artifact
     verify: bool = True
     images_dir: Path | None = None  # real images for verification; None: fixed random inputs
     overwrite: bool = False
@@ -68,8 +96,6 @@ class ExportResult:
 
 def check_options(options: ExportOptions, size_multiple: int, model_name: str) -> None:
     """Fail on bad options before any slow work."""
-    from nanodet_deploy.exporters.onnx import check_dynamic_axes, check_opset
-
     h, w = options.input_hw
     if h <= 0 or w <= 0 or h % size_multiple or w % size_multiple:
         raise ValueError(
@@ -81,12 +107,19 @@ def check_options(options: ExportOptions, size_multiple: int, model_name: str) -
         raise ValueError(f"--formats: unknown {unknown}; choose from {list(FORMATS)}")
     if options.output_layout not in OUTPUT_LAYOUTS:
         raise ValueError(f"--output must be one of {list(OUTPUT_LAYOUTS)}")
+    if options.geometry not in (None, *GEOMETRIES) or options.sampler not in (None, *SAMPLERS):
+        raise ValueError(f"--geometry: one of {GEOMETRIES}; --sampler: one of {SAMPLERS}")
     check_opset(options.opset)
     check_dynamic_axes(options.dynamic_axes)
     if options.images_dir is not None:
-        from nanodet_deploy.exporters.verify import image_paths
-
         image_paths(options.images_dir)
+    for fmt in options.formats:
+        if fmt in ("mnn", "openvino"):
+            converter(fmt)  # the package is installed
+    if options.int8:
+        if options.calib is None:
+            raise ValueError("--int8 needs --calib (an image folder or a data YAML)")
+        int8_step.calibration_split(options.calib, options.calib_images)  # readable source
 
 
 def export_model(
@@ -98,16 +131,14 @@ def export_model(
     on_step: StepCallback | None = None,
 ) -> ExportResult:
     """Export ``model`` (a NanoDet) into ``out_dir`` (see module doc)."""
-    from nanodet_deploy.models.export import export_meta
-
     cfg = model.cfg
     check_options(options, cfg.size_multiple, cfg.name)
     out_dir = Path(out_dir)
-    _check_target(out_dir, options.overwrite)
-    tmp = _make_temp_dir(out_dir)
+    tmp = make_temp_dir(out_dir, options.overwrite)
     meta = export_meta(
         cfg, options.input_hw, options.output_layout, options.fold_normalize,
         checkpoint_sha256=checkpoint_sha256, random_weights=random_weights,
+        geometry=options.geometry, sampler=options.sampler,
     )  # fmt: skip
     result = ExportResult(out_dir, meta)
     report = _reporter(result, on_step)
@@ -117,12 +148,13 @@ def export_model(
             if options.verify:
                 with report("verify") as note:
                     result.verify = _verify(model, tmp, result.meta, options)
+                    write_json_atomic(tmp / "verify.json", result.verify)
                     note(_verify_summary(result.verify))
         with report("publish") as note:
-            _publish(tmp, out_dir, options.overwrite)
+            publish(tmp, out_dir, options.overwrite)
             note(f"moved into {out_dir}")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         raise
     return result
 
@@ -131,8 +163,6 @@ def export_model(
 def _single_torch_thread() -> Iterator[None]:
     """Trace and reference forwards on one thread, restored afterwards: they are tiny, and
     torch's thread pool on a busy machine made a 64x64 forward take 4.5 s instead of 0.02 s."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -161,9 +191,6 @@ def _build(
     model: NanoDet, tmp: Path, options: ExportOptions, meta: ExportMeta, report: StepReporter
 ) -> ExportMeta:
     """Write the model files and meta.json into ``tmp``; the completed meta."""
-    from nanodet_deploy.exporters.onnx import export_onnx, write_onnx_metadata
-    from nanodet_deploy.models.export import ExportWrapper
-
     wrapper = ExportWrapper(model.eval(), options.output_layout, options.fold_normalize).eval()
     files, precision = {}, {}
     with report("onnx") as note:
@@ -176,34 +203,50 @@ def _build(
     meta = replace(meta, opset=info.opset, dynamic_axes=info.dynamic_axes)
     if "ncnn" in options.formats:
         with report("ncnn") as note:
-            ncnn_info = _convert_ncnn(wrapper, tmp, options, info, meta)
+            ncnn_info = _convert_ncnn(wrapper, tmp, options, info, meta, tmp, options.ncnn_fp16)
             note(_ncnn_summary(ncnn_info))
         files["ncnn_param"], files["ncnn_bin"] = ncnn_info.param.name, ncnn_info.bin.name
         precision["ncnn"] = "fp16" if options.ncnn_fp16 else "fp32"
         meta = replace(meta, ncnn_input_name=ncnn_info.input_name,
                        ncnn_output_name=ncnn_info.output_name)  # fmt: skip
-    if "onnx" not in options.formats:  # the ONNX was only the way to NCNN
-        (tmp / ONNX_FILE).unlink()
-        del files["onnx"], precision["onnx"]
+    if "mnn" in options.formats:
+        with report("mnn") as note:
+            mnn = converter("mnn").convert_onnx_to_mnn(tmp / ONNX_FILE, tmp / "model.mnn")
+            files["mnn"], precision["mnn"] = mnn.path.name, "fp32"
+            note(f"{mnn.path.name} ({mnn.path.stat().st_size / 1e6:.2f} MB), MNN's converter")
+    if "openvino" in options.formats:
+        with report("openvino") as note:
+            xml, weights = converter("openvino").convert_onnx_to_openvino(tmp / ONNX_FILE, tmp)
+            files["openvino_xml"], files["openvino_bin"] = xml.name, weights.name
+            precision["openvino"] = "fp32"
+            note(f"{xml.name} + {weights.name} ({weights.stat().st_size / 1e6:.2f} MB), fp32 IR")
     with report("torch") as note:
         meta = replace(meta, **_torch_files(model, tmp, options.input_hw, files, precision))
         note(f"{TORCH_FILE}: inference weights for the torch backend; "
              f"{meta.params:,} parameters, {meta.macs / 1e6:.1f} M MACs")  # fmt: skip
+    if options.int8:
+        with report("int8") as note:
+            meta = _int8(wrapper, tmp, options, meta, info, note)
+    if "onnx" not in options.formats:  # the ONNX was only the way to the other formats
+        (tmp / ONNX_FILE).unlink()
+        meta = replace(meta, files=_without(meta.files, "onnx"),
+                       precision=_without(meta.precision, "onnx"))  # fmt: skip
     with report("meta") as note:
         write_meta(tmp, meta)
-        if "onnx" in files:
+        if "onnx" in meta.files:
             write_onnx_metadata(tmp / ONNX_FILE, meta)
-        note("meta.json written" + ("; ONNX metadata_props set" if "onnx" in files else ""))
+        note("meta.json written" + ("; ONNX metadata_props set" if "onnx" in meta.files else ""))
     return meta
+
+
+def _without(mapping: dict, key: str) -> dict:
+    return {k: v for k, v in mapping.items() if k != key}
 
 
 def _torch_files(
     model: NanoDet, tmp: Path, input_hw: tuple[int, int], files: dict, precision: dict
 ) -> dict:
     """Save the inference weights (no training-only modules) as ``model.pth``; count MACs."""
-    from nanodet_deploy.checkpoint import save_checkpoint
-    from nanodet_deploy.models.stats import model_stats
-
     save_checkpoint(tmp / TORCH_FILE, model.cfg, model.inference_state_dict())
     stats = model_stats(model, tuple(input_hw))
     files, precision = {**files, "checkpoint": TORCH_FILE}, {**precision, "torch": "fp32"}
@@ -212,54 +255,156 @@ def _torch_files(
 
 def _convert_ncnn(
     wrapper: ExportWrapper, tmp: Path, options: ExportOptions, info: OnnxExportInfo,
-    meta: ExportMeta,
+    meta: ExportMeta, out_dir: Path, fp16: bool,
 ) -> NcnnExportInfo:  # fmt: skip
     """pnnx needs a static ONNX: the exported one, or a static twin of a dynamic export."""
-    from nanodet_deploy.exporters.ncnn import convert_onnx_to_ncnn
-    from nanodet_deploy.exporters.onnx import export_onnx
-
     level_hw = [(-(-meta.input_hw[0] // s), -(-meta.input_hw[1] // s)) for s in meta.strides]
     if not info.dynamic_axes:
-        return convert_onnx_to_ncnn(info.path, tmp, level_hw, options.ncnn_fp16)
+        return onnx_to_ncnn(info.path, out_dir, level_hw, fp16)
     with tempfile.TemporaryDirectory(prefix="static-", dir=tmp) as scratch:
         static = export_onnx(
             wrapper, Path(scratch) / ONNX_FILE, options.input_hw, options.opset, (), True
         )
-        return convert_onnx_to_ncnn(static.path, tmp, level_hw, options.ncnn_fp16)
+        return onnx_to_ncnn(static.path, out_dir, level_hw, fp16)
+
+
+def _int8(
+    wrapper: ExportWrapper, tmp: Path, options: ExportOptions, meta: ExportMeta,
+    info: OnnxExportInfo, note: Callable[[str], None],
+) -> ExportMeta:  # fmt: skip
+    """Calibrate on ``--calib`` with the export's preprocessing; write the int8 models."""
+    calib = int8_step.calibration_split(options.calib, options.calib_images)
+    static_hw = None if {"height", "width"} <= set(meta.dynamic_axes) else meta.input_hw
+    tensors = int8_step.calibration_tensors(calib.calibration, meta.preprocess, static_hw)
+    report = int8_step.Int8Report(calib, len(tensors))
+    files, precision = dict(meta.files), dict(meta.precision)
+    if "onnx" in options.formats:
+        onnx_int8 = int8_step.quantize_onnx(tmp / ONNX_FILE, tmp / ONNX_INT8_FILE, tensors, meta)
+        files["onnx_int8"], precision["onnx_int8"] = ONNX_INT8_FILE, "int8"
+        report.artifacts["onnx"] = onnx_int8.to_meta()
+        note(f"{ONNX_INT8_FILE} ({onnx_int8.quantized_convs} int8 convs)")
+    if "ncnn" in options.formats:
+        ncnn_meta = _ncnn_int8(wrapper, tmp, options, meta, info, calib, static_hw)
+        files["ncnn_int8_param"], files["ncnn_int8_bin"] = NCNN_INT8_PARAM, NCNN_INT8_BIN
+        precision["ncnn_int8"] = "int8"
+        report.artifacts["ncnn"] = ncnn_meta
+        note(f"{NCNN_INT8_PARAM} ({len(ncnn_meta['quantized_layers'])} int8 layers)")
+    if "mnn" in options.formats:
+        mnn_meta = _mnn_int8(tmp, meta, calib, info)
+        files["mnn_int8"], precision["mnn_int8"] = mnn_meta["file"], "int8"
+        report.artifacts["mnn"] = mnn_meta
+        note(f"{mnn_meta['file']} (mnnquant, {mnn_meta['feature_quantize_method']})")
+    note(f"calibrated on {len(tensors)} images from {calib.source}; "
+         f"{len(calib.held_out)} held out for the check")  # fmt: skip
+    return replace(meta, files=files, precision=precision, int8=report.to_meta())
+
+
+def _ncnn_int8(
+    wrapper: ExportWrapper, tmp: Path, options: ExportOptions, meta: ExportMeta,
+    info: OnnxExportInfo, calib: int8_step.CalibrationSet, static_hw: tuple[int, int] | None,
+) -> dict:  # fmt: skip
+    """ncnn int8 from an fp32 ncnn model (the export's, or an fp32 twin of fp16 weights),
+    calibrated on the tensors the ncnn runtime sees (no padding on to a static size)."""
+    tensors = int8_step.calibration_tensors(calib.calibration, meta.preprocess, None)
+    with tempfile.TemporaryDirectory(prefix="ncnn-fp32-", dir=tmp) as scratch:
+        if options.ncnn_fp16:
+            _convert_ncnn(wrapper, tmp, options, info, meta, Path(scratch), fp16=False)
+            param, weights = Path(scratch) / NCNN_PARAM, Path(scratch) / NCNN_BIN
+        else:
+            param, weights = tmp / NCNN_PARAM, tmp / NCNN_BIN
+        return int8_step.quantize_ncnn(
+            param, weights, tmp / NCNN_INT8_PARAM, tmp / NCNN_INT8_BIN, tensors, meta
+        )
+
+
+def _mnn_int8(
+    tmp: Path, meta: ExportMeta, calib: int8_step.CalibrationSet, info: OnnxExportInfo
+) -> dict:
+    """mnnquant needs a fixed-size MNN model: the export's, or one converted from a static twin."""
+    mnn = converter("mnn")
+    source = tmp / meta.files["mnn"]
+    if info.dynamic_axes:
+        raise ExportError("MNN int8 needs a static-shape export: drop --dynamic or 'mnn' from "
+                          "--formats")  # fmt: skip
+    spec = meta.preprocess
+    mean, std = ((0.0,) * 3, (1.0,) * 3) if spec.normalize_folded else (spec.mean_bgr, spec.std_bgr)
+    quant = mnn.quantize_mnn(
+        source, tmp / "model.int8.mnn", calib.calibration, input_hw=meta.input_hw,
+        mean_bgr=mean, std_bgr=std, color_order=spec.color_order,
+        input_name=meta.input_name, output_name=meta.output_name,
+    )  # fmt: skip
+    return {"file": quant.path.name, **quant.calibration}
+
+
+# (backend, precision) of every verifiable artifact, by the meta.json "files" key it needs
+_VERIFIED = (
+    ("onnx", "onnxruntime", "fp32"), ("ncnn_param", "ncnn", None), ("mnn", "mnn", "fp32"),
+    ("openvino_xml", "openvino", "fp32"),
+)  # fmt: skip
+_VERIFIED_INT8 = (("onnx_int8", "onnxruntime"), ("ncnn_int8_param", "ncnn"), ("mnn_int8", "mnn"))
 
 
 def _verify(model: NanoDet, tmp: Path, meta: ExportMeta, options: ExportOptions) -> dict:
-    from nanodet_deploy.exporters.verify import (
-        VERIFY_FILE,
-        PostprocessSettings,
-        verification_inputs,
-        verify_backends,
-        verify_report,
-    )  # fmt: skip
-    from nanodet_deploy.runtimes.ncnn import NcnnBackend
-    from nanodet_deploy.runtimes.ort import OrtBackend
-    from nanodet_deploy.runtimes.torch_backend import TorchBackend
-
+    """The same inputs through torch and every exported model (verify.py); int8 models on
+    held-out images; with ``--data``, the val mAP of every artifact."""
     reference = TorchBackend(model, meta.input_hw, meta.output_layout, meta.normalize_folded)
-    static = not {"height", "width"} <= set(meta.dynamic_axes)
-    inputs = verification_inputs(meta, options.images_dir, meta.input_hw if static else None)
-    backends, precisions = {}, {}
-    if "onnx" in meta.files:
-        backends["onnxruntime"], precisions["onnxruntime"] = (
-            OrtBackend(tmp, 1),
-            meta.precision["onnx"],
-        )
-    if "ncnn_param" in meta.files:
-        backends["ncnn"], precisions["ncnn"] = NcnnBackend(tmp, 1), meta.precision["ncnn"]
-    settings = PostprocessSettings()
+    static_hw = None if {"height", "width"} <= set(meta.dynamic_axes) else meta.input_hw
+    inputs = verification_inputs(meta, options.images_dir, static_hw)
+    opened: dict[str, Backend] = {}
     try:
-        checks = verify_backends(reference, backends, precisions, inputs, settings)
+        for key, name, precision in _VERIFIED:
+            if key in meta.files:
+                precision = precision or meta.precision["ncnn"]
+                opened[f"{name}_{precision}"] = open_backend(tmp, name, precision=precision)
+        settings = PostprocessSettings()
+        checks = verify_backends(reference, opened, _precisions(opened), inputs, settings)
+        int8 = {f"{name}_int8": open_backend(tmp, name, precision="int8")
+                for key, name in _VERIFIED_INT8 if key in meta.files}  # fmt: skip
+        opened.update(int8)
+        if int8:
+            held_out = _held_out_inputs(meta, options, static_hw)
+            checks += verify_backends(reference, int8, _precisions(int8), held_out, settings)
+        report = verify_report(checks, inputs, meta, settings)
+        if options.data is not None:
+            report["map"] = _maps(reference, opened, options.data)
     finally:
-        for backend in backends.values():
+        for backend in opened.values():
             backend.close()
-    report = verify_report(checks, inputs, meta, settings)
-    write_json_atomic(tmp / VERIFY_FILE, report)
     return report
+
+
+def _precisions(backends: dict[str, Backend]) -> dict[str, str]:
+    return {name: name.rsplit("_", 1)[1] for name in backends}
+
+
+def _held_out_inputs(
+    meta: ExportMeta, options: ExportOptions, static_hw: tuple[int, int] | None
+) -> list[VerifyInput]:
+    """Images never calibrated on: the held-out part of ``--calib``, else ``--images``."""
+    calib = int8_step.calibration_split(options.calib, options.calib_images)
+    if calib.held_out:
+        return _image_inputs(calib.held_out, meta, static_hw)
+    if options.images_dir is not None:
+        return verification_inputs(meta, options.images_dir, static_hw)
+    log.warning("int8 check on calibration images: --calib has too few images to hold some out")
+    return _image_inputs(calib.calibration[:16], meta, static_hw)
+
+
+def _image_inputs(
+    paths: list[Path], meta: ExportMeta, static_hw: tuple[int, int] | None
+) -> list[VerifyInput]:
+    with tempfile.TemporaryDirectory(prefix="held-out-") as folder:
+        for path in paths:
+            (Path(folder) / path.name).symlink_to(path.resolve())
+        return verification_inputs(meta, Path(folder), static_hw)
+
+
+def _maps(reference: Backend, opened: dict[str, Backend], data: Path) -> dict[str, float]:
+    """COCO mAP of every artifact on the data's val split, through the deployment path."""
+    maps = {"torch_fp32": evaluate_backend(reference, data).map}
+    for name, backend in opened.items():
+        maps[name] = evaluate_backend(backend, data).map
+    return maps
 
 
 def _onnx_summary(info: OnnxExportInfo, path: Path) -> str:
@@ -282,63 +427,11 @@ def _verify_summary(report: dict) -> str:
     parts = []
     for name, check in report["checks"].items():
         verdict = "ok" if check["passed"] else "FAILED"
+        if check["precision"] == "int8":
+            parts.append(f"{name} {verdict} (agreement {check['agreement']:.0%})")
+            continue
         parts.append(
             f"{name} {verdict} (scores {check['max_score_diff']:.1e}, "
             f"distances {check['max_dist_px_diff']:.1e} px)"
         )
     return f"{len(report['inputs'])} inputs: " + ", ".join(parts)
-
-
-def _check_target(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"--out {out_dir}: exists and is not a folder")
-    if out_dir.exists() and not overwrite:
-        raise ExportError(f"--out {out_dir}: already exists; use --overwrite to replace it")
-
-
-def _make_temp_dir(out_dir: Path) -> Path:
-    parent = out_dir.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as exc:  # a file where a folder of the path should be
-        raise ExportError(f"--out {out_dir}: {exc.filename or parent} is not a folder") from exc
-    except OSError as exc:
-        raise ExportError(
-            f"--out {out_dir}: cannot create {parent} ({exc.strerror or exc})"
-        ) from exc
-    try:
-        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
-    except OSError as exc:
-        raise ExportError(
-            f"--out {out_dir}: cannot write into {parent} ({exc.strerror or exc})"
-        ) from exc
-
-
-def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename the finished temp folder to ``out_dir`` (replacing it when ``overwrite``)."""
-    old = None
-    if out_dir.exists():
-        if not overwrite:
-            raise ExportError(f"--out {out_dir}: appeared during the export; not replaced")
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=tmp.parent))
-        old.rmdir()
-        out_dir.rename(old)
-    _open_permissions(tmp)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _open_permissions(folder: Path) -> None:
-    """mkdtemp / atomic writes create 0700 / 0600 entries: give them the usual umask modes."""
-    umask = _umask()
-    folder.chmod(0o777 & ~umask)
-    for path in folder.iterdir():
-        if path.is_file():
-            path.chmod(0o666 & ~umask)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current

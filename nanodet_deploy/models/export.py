@@ -46,6 +46,7 @@ from nanodet_deploy import __version__
 from nanodet_deploy.artifacts import OUTPUT_DECODED, OUTPUT_LAYOUTS, OUTPUT_RAW, ExportMeta
 from nanodet_deploy.config import ModelConfig
 from nanodet_deploy.models.detector import NanoDet
+from nanodet_deploy.structures import PreprocessSpec
 
 
 class ExportWrapper(nn.Module):
@@ -113,21 +114,30 @@ def export_meta(
     normalize_folded: bool = False,
     checkpoint_sha256: str | None = None,
     random_weights: bool = False,
+    geometry: str | None = None,
+    sampler: str | None = None,
 ) -> ExportMeta:
-    """What the wrapper of ``cfg`` expects and produces (files, opset, precision: filled later)."""
+    """What the wrapper of ``cfg`` expects and produces (files, opset, precision: filled later).
+
+    ``geometry`` / ``sampler``: the preprocessing the export is made for (None: the
+    ``PreprocessSpec`` defaults); runtimes and apps follow it unless told otherwise.
+    """
+    spec = PreprocessSpec(
+        input_hw=(int(input_hw[0]), int(input_hw[1])),
+        size_multiple=cfg.size_multiple,
+        mean_bgr=tuple(cfg.mean_bgr),
+        std_bgr=tuple(cfg.std_bgr),
+        color_order="BGR",
+        normalize_folded=normalize_folded,
+    ).override(geometry=geometry, sampler=sampler)
     return ExportMeta(
         model_name=cfg.name,
         class_names=tuple(cfg.class_names),
         strides=tuple(cfg.strides),
         center_offset=cfg.center_offset,
         reg_max=cfg.reg_max,
-        input_hw=(int(input_hw[0]), int(input_hw[1])),
-        size_multiple=cfg.size_multiple,
-        mean_bgr=tuple(cfg.mean_bgr),
-        std_bgr=tuple(cfg.std_bgr),
+        preprocess=spec,
         output_layout=output_layout,
-        color_order="BGR",
-        normalize_folded=normalize_folded,
         nanodet_deploy_version=__version__,
         checkpoint_sha256=checkpoint_sha256,
         random_weights=random_weights,

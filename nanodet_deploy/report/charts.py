@@ -16,6 +16,11 @@ import re
 import textwrap
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window; before pyplot is imported
+import matplotlib.pyplot as plt
+
 from nanodet_deploy.fileio import atomic_output
 
 EMULATED_TAG = "EMULATED — not device speed"
@@ -23,9 +28,6 @@ _LINESTYLES = ("-", "--", ":", "-.")  # by thread count: colour = backend + prec
 
 
 def draw_charts(rows: list[dict], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
     paths: list[Path] = []
     for device in dict.fromkeys(r["device"] for r in rows):
         mine = [r for r in rows if r["device"] == device]
@@ -47,8 +49,6 @@ def _title(rows: list[dict], what: str) -> str:
 
 
 def _panels(n: int, width: float = 5.0, height: float = 3.6):
-    import matplotlib.pyplot as plt
-
     cols = min(n, 3)
     rows = -(-n // cols)
     size = (max(width * cols, 7.5), height * rows + 1.0)
@@ -138,8 +138,6 @@ def devices_chart(rows: list[dict], path: Path) -> Path:
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
     try:
         with atomic_output(path) as tmp:

@@ -1,10 +1,10 @@
-"""The Markdown page of a benchmark report (rows from ``nanodet_deploy.report.build_rows``)."""
+"""The Markdown page of a benchmark report (rows from ``report.rows.build_rows``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from nanodet_deploy.report import MD_COLUMNS, device_label, format_cell, md_table
+from nanodet_deploy.report.rows import MD_COLUMNS, device_label, format_cell, md_table
 
 EMULATED_WARNING = (
     "> **Emulated (qemu-user on another CPU): these timings prove that the software path "

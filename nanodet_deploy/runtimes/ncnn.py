@@ -1,10 +1,12 @@
-"""ncnn backend: ``model.ncnn.param/.bin`` of an export folder. Never imports torch.
+"""ncnn backend: ``model.ncnn.param/.bin`` (or the int8 pair) of an export folder. No torch.
 
 The net options are set before ``load_param`` (ncnn reads them while loading): CPU only
-(``use_vulkan_compute=False``), ``num_threads``, light mode, and the fp16 options. Precision
-follows the export unless asked otherwise: an fp16 export (fp16 weight storage) runs with ncnn's
-fp16 defaults (storage, packing and arithmetic where the CPU has them: ARMv8.2+), an fp32
-export runs entirely in fp32. The output ``(1, P, K)`` comes back as a 2-D Mat ``(P, K)``.
+(``use_vulkan_compute=False``), ``num_threads``, light mode, and the fp16 / int8 options.
+Precision follows the export unless asked otherwise: an fp16 export (fp16 weight storage) runs
+with ncnn's fp16 defaults (storage, packing and arithmetic where the CPU has them: ARMv8.2+,
+x86 with AVX512-FP16), an fp32 export runs entirely in fp32, ``int8`` loads
+``model.int8.ncnn.param/.bin`` (quantized convolutions run ncnn's int8 kernels; the layers left
+in float run in fp32). The output ``(1, P, K)`` comes back as a 2-D Mat ``(P, K)``.
 """
 
 from __future__ import annotations
@@ -13,44 +15,45 @@ import logging
 import os
 from pathlib import Path
 
+import ncnn
 import numpy as np
 
 from nanodet_deploy.artifacts import MetaError, read_meta
-from nanodet_deploy.runtimes import check_input, check_output, model_file
-from nanodet_deploy.runtimes.base import BackendUnavailable
+from nanodet_deploy.runtimes.base import check_input, check_output, model_file
 
 log = logging.getLogger(__name__)
 
 
 class NcnnBackend:
     name = "ncnn"
+    static_hw = None  # any multiple of the deepest stride
 
     def __init__(
         self,
         export_dir: str | os.PathLike,
         threads: int = 1,
+        precision: str | None = None,
         fp16_arithmetic: bool | None = None,
         light_mode: bool = True,
-        precision: str | None = None,
+        big_cores: bool = False,
     ) -> None:
-        try:
-            import ncnn
-        except ImportError as exc:
-            raise BackendUnavailable(
-                "backend ncnn needs the ncnn package: pip install ncnn"
-            ) from exc
+        """``big_cores``: on a big.LITTLE CPU run on the big cores only (ncnn's powersave 2,
+        a process-wide setting); elsewhere, and when False, ncnn's default (all cores)."""
+        powersave = _big_cores_powersave() if big_cores else None
         self.export_dir = Path(export_dir)
         self.meta = read_meta(self.export_dir)
-        param = model_file(self.export_dir, self.meta, "ncnn_param")
-        weights = model_file(self.export_dir, self.meta, "ncnn_bin")
         precision = precision or self.meta.precision.get("ncnn", "fp16")
+        prefix = "ncnn_int8" if precision == "int8" else "ncnn"
+        param = model_file(self.export_dir, self.meta, f"{prefix}_param")
+        weights = model_file(self.export_dir, self.meta, f"{prefix}_bin")
         self.net = ncnn.Net()
         self.settings = self._configure(
             self.net.opt, threads, precision, fp16_arithmetic, light_mode
         )
         if self.net.load_param(str(param)) != 0 or self.net.load_model(str(weights)) != 0:
             raise MetaError(f"{self.export_dir}: ncnn cannot load {param.name} / {weights.name}")
-        self._mat = ncnn.Mat
+        self.settings["model_file"] = param.name
+        self.settings["powersave"] = powersave
         self._check_blobs(param)
         self._dry_run()
 
@@ -60,6 +63,7 @@ class NcnnBackend:
     ) -> dict:
         fp16 = precision == "fp16"
         opt.use_vulkan_compute = False
+        opt.use_int8_inference = precision == "int8"
         opt.num_threads = int(threads)
         opt.lightmode = bool(light_mode)
         opt.use_fp16_storage = opt.use_fp16_storage and fp16
@@ -69,7 +73,9 @@ class NcnnBackend:
         else:
             opt.use_fp16_arithmetic = bool(fp16_arithmetic)
         return {
+            "precision": precision,
             "num_threads": opt.num_threads,
+            "use_int8_inference": opt.use_int8_inference,
             "lightmode": opt.lightmode,
             "use_fp16_storage": opt.use_fp16_storage,
             "use_fp16_packed": opt.use_fp16_packed,
@@ -94,7 +100,7 @@ class NcnnBackend:
         input_hw = check_input(self.meta, input_nchw)
         chw = np.ascontiguousarray(input_nchw[0])  # ncnn.Mat wraps it: keep it referenced
         ex = self.net.create_extractor()
-        ex.input(self.meta.ncnn_input_name, self._mat(chw))
+        ex.input(self.meta.ncnn_input_name, ncnn.Mat(chw))
         ret, out = ex.extract(self.meta.ncnn_output_name)
         if ret != 0:
             raise RuntimeError(f"ncnn extract of {self.meta.ncnn_output_name!r} failed ({ret})")
@@ -104,3 +110,11 @@ class NcnnBackend:
         if self.net is not None:
             self.net.clear()
             self.net = None
+
+
+def _big_cores_powersave() -> int:
+    """Set and return ncnn's powersave mode: 2 (big cores) on big.LITTLE CPUs, else 0 (all)."""
+    big, total = ncnn.get_big_cpu_count(), ncnn.get_cpu_count()
+    mode = 2 if 0 < big < total else 0
+    ncnn.set_cpu_powersave(mode)
+    return mode

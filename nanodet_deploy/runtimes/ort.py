@@ -1,4 +1,4 @@
-"""onnxruntime backend: ``model.onnx`` of an export folder. Never imports torch."""
+"""onnxruntime backend: ``model.onnx`` (or ``model.int8.onnx``) of an export folder. No torch."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from nanodet_deploy.artifacts import MetaError, read_meta
-from nanodet_deploy.runtimes import check_input, check_output, model_file
-from nanodet_deploy.runtimes.base import BackendUnavailable
+from nanodet_deploy.runtimes.base import check_input, check_output, check_static_input, model_file
 
 log = logging.getLogger(__name__)
 
@@ -20,20 +20,19 @@ class OrtBackend:
 
     ``intra_op_num_threads=threads``, one inter-op thread, sequential execution, all graph
     optimizations, and no spinning of idle threads (they would slow down other runtimes).
+    ``precision``: ``fp32`` (``files["onnx"]``) or ``int8`` (``files["onnx_int8"]``, static QDQ).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, export_dir: str | os.PathLike, threads: int = 1) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise BackendUnavailable(
-                "backend onnxruntime needs the onnxruntime package: pip install onnxruntime"
-            ) from exc
+    def __init__(
+        self, export_dir: str | os.PathLike, threads: int = 1, precision: str | None = None
+    ) -> None:
         self.export_dir = Path(export_dir)
         self.meta = read_meta(self.export_dir)
-        path = model_file(self.export_dir, self.meta, "onnx")
+        self.precision = precision or "fp32"
+        key = "onnx_int8" if self.precision == "int8" else "onnx"
+        path = model_file(self.export_dir, self.meta, key)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
@@ -46,8 +45,10 @@ class OrtBackend:
             )
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
             raise MetaError(f"{path}: onnxruntime cannot load it: {exc}") from exc
-        self.settings = {"intra_op_num_threads": int(threads), "allow_spinning": 0}
-        self._input_name, self._static_hw = self._check_io(path)
+        self.settings = {
+            "intra_op_num_threads": int(threads), "allow_spinning": 0, "model_file": path.name,
+        }  # fmt: skip
+        self._input_name, self.static_hw = self._check_io(path)
 
     def _check_io(self, path: Path) -> tuple[str, tuple[int, int] | None]:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -69,12 +70,7 @@ class OrtBackend:
 
     def run(self, input_nchw: np.ndarray) -> np.ndarray:
         input_hw = check_input(self.meta, input_nchw)
-        if self._static_hw is not None and input_hw != self._static_hw:
-            h, w = self._static_hw
-            raise ValueError(
-                f"input {input_hw[0]}x{input_hw[1]}: this ONNX model has a static {h}x{w} input; "
-                "export with --dynamic or at this size"
-            )
+        check_static_input(self.static_hw, input_hw)
         (out,) = self.session.run(None, {self._input_name: input_nchw})
         return check_output(self.meta, out, input_hw, "onnxruntime")
 

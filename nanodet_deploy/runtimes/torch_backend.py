@@ -1,7 +1,8 @@
-"""torch backend: a checkpoint (ours or official) or zoo model through the export wrapper.
+"""torch backend: a checkpoint (ours or official) or an export's weights through the export wrapper.
 
 Runs exactly the module that is exported, so its output layout and numbers are the reference
-for the exported models (``exporters/verify.py``).
+for the exported models (``exporters/verify.py``). Imported only through
+``runtimes.registry`` (or by torch-side code), because it imports torch.
 """
 
 from __future__ import annotations
@@ -10,41 +11,33 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from nanodet_deploy.artifacts import OUTPUT_DECODED
-from nanodet_deploy.runtimes import check_input, check_output
-from nanodet_deploy.runtimes.base import BackendUnavailable
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError as exc:
-        raise BackendUnavailable(
-            "backend torch needs the torch package: pip install torch (see README)"
-        ) from exc
-    return torch
+from nanodet_deploy.artifacts import OUTPUT_DECODED, MetaError, read_meta
+from nanodet_deploy.checkpoint import load_model, sha256_file
+from nanodet_deploy.config import zoo_config
+from nanodet_deploy.models import NanoDet, build_model
+from nanodet_deploy.models.export import ExportWrapper, export_meta
+from nanodet_deploy.runtimes.base import check_input, check_output
 
 
 class TorchBackend:
     name = "torch"
+    static_hw = None  # any multiple of the deepest stride
 
     def __init__(
         self,
-        model,
+        model: NanoDet,
         input_hw: tuple[int, int] | None = None,
         output_layout: str = OUTPUT_DECODED,
         fold_normalize: bool = False,
         threads: int | None = None,
         checkpoint_sha256: str | None = None,
         random_weights: bool = False,
-        device: str | object = "cpu",
+        device: str | torch.device = "cpu",
     ) -> None:
         """``model``: a NanoDet (eval mode is set here), run on ``device`` (a torch device;
         the model is moved there). ``threads`` sets torch's (global) pool."""
-        torch = _import_torch()
-        from nanodet_deploy.models.export import ExportWrapper, export_meta
-
         cfg = model.cfg
         self.device = device
         self.wrapper = ExportWrapper(model.eval(), output_layout, fold_normalize).to(device).eval()
@@ -55,7 +48,6 @@ class TorchBackend:
         if threads is not None:
             torch.set_num_threads(int(threads))
         self.settings = {"num_threads": torch.get_num_threads()}
-        self._torch = torch
 
     @classmethod
     def from_checkpoint(
@@ -66,10 +58,6 @@ class TorchBackend:
         threads: int | None = None,
     ) -> TorchBackend:
         """Our or an official checkpoint; ``model_name`` (zoo) picks the architecture to load into."""
-        _import_torch()
-        from nanodet_deploy.checkpoint import load_model, sha256_file
-        from nanodet_deploy.models.zoo import zoo_config
-
         config = zoo_config(model_name) if model_name else None
         model, _ = load_model(Path(path), config=config)
         return cls(
@@ -79,12 +67,8 @@ class TorchBackend:
 
     @classmethod
     def from_export(cls, export_dir: str | os.PathLike, threads: int | None = None) -> TorchBackend:
-        """The weights an export folder carries (``model.pth``), run exactly as exported:
-        same output layout, folded normalization and input size as its ONNX / NCNN files."""
-        _import_torch()
-        from nanodet_deploy.artifacts import MetaError, read_meta
-        from nanodet_deploy.checkpoint import load_model
-
+        """The weights an export folder carries (``model.pth``), run exactly as exported: same
+        output layout, preprocess block and input size as its ONNX / NCNN files."""
         meta = read_meta(export_dir)
         name = meta.files.get("checkpoint")
         path = Path(export_dir) / name if name else None
@@ -111,9 +95,6 @@ class TorchBackend:
         threads: int | None = None,
     ) -> TorchBackend:
         """A zoo model with ``weights`` loaded, or random weights when None."""
-        _import_torch()
-        from nanodet_deploy.models import build_model, zoo_config
-
         if weights is not None:
             return cls.from_checkpoint(weights, model_name, output_layout, threads)
         model = build_model(zoo_config(model_name))
@@ -121,8 +102,8 @@ class TorchBackend:
 
     def run(self, input_nchw: np.ndarray) -> np.ndarray:
         input_hw = check_input(self.meta, input_nchw)
-        with self._torch.inference_mode():
-            x = self._torch.from_numpy(np.ascontiguousarray(input_nchw)).to(self.device)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(input_nchw)).to(self.device)
             out = self.wrapper(x).float().cpu()
         return check_output(self.meta, out.numpy(), input_hw, "torch")
 

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from nanodet_deploy.checkpoint import check_and_load, read_checkpoint, save_checkpoint
-from nanodet_deploy.config import ModelConfig, TrainingConfig, to_plain
+from nanodet_deploy.config import ModelConfig, to_plain
 from nanodet_deploy.fileio import write_text_atomic
+from nanodet_deploy.train_config import TrainingConfig
 
 log = logging.getLogger(__name__)
 LAST, BEST, LOG_CSV, LOG_JSON = "last.pth", "best.pth", "log.csv", "log.json"

@@ -41,16 +41,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from nanodet_deploy.checkpoint import check_and_load, read_checkpoint
-from nanodet_deploy.config import (
-    ConfigError,
-    ModelConfig,
-    TrainConfig,
-    TrainingConfig,
-    default_class_names,
-    from_plain,
-)
+from nanodet_deploy.config import ConfigError, ModelConfig, default_class_names, from_plain
 from nanodet_deploy.datasets import ImageRecord, load_split
-from nanodet_deploy.evaluation import evaluate, torch_detect_fn
+from nanodet_deploy.evaluation import evaluate
 from nanodet_deploy.models import NanoDet, build_model
 from nanodet_deploy.train import distributed
 from nanodet_deploy.train.criterion import LossOutput, LossWeights, build_criterion
@@ -60,13 +53,17 @@ from nanodet_deploy.train.data import (
     EpochDataset,
     EpochSampler,
     collate,
+    log_skipped_images,
     worker_init,
 )
 from nanodet_deploy.train.ema import ModelEMA
 from nanodet_deploy.train.folded_bn import folded_batchnorms, unfold_batchnorm
+from nanodet_deploy.train.partial_init import load_parts
 from nanodet_deploy.train.run_files import LAST, RunState, prepare_out_dir, restore, save_epoch
 from nanodet_deploy.train.schedule import LRSchedule
 from nanodet_deploy.train.transforms import AugmentConfig, TrainTransform
+from nanodet_deploy.train.validate import torch_detect_fn
+from nanodet_deploy.train_config import TrainConfig, TrainingConfig
 
 log = logging.getLogger(__name__)
 Criterion = Callable[..., LossOutput]
@@ -196,13 +193,19 @@ def build_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=t.lr)
 
 
-def init_weights(model: NanoDet, path: str, source: str, data: Data, batch_size: int) -> None:
-    """Fine-tuning start: any checkpoint the loader accepts; class rows re-initialized when the
-    class count differs; BatchNorm folded into the convs (exported weights) is re-estimated on
-    the first 64 training images (``folded_bn``): training-mode BN then reproduces the weights."""
+def init_weights(
+    model: NanoDet, path: str, parts: tuple[str, ...], source: str, data: Data, batch_size: int
+) -> None:
+    """Fine-tuning start: any checkpoint the loader accepts, whole (class rows re-initialized
+    when the class count differs) or only ``parts`` (``partial_init``); BatchNorm folded into
+    the convs (exported weights) is re-estimated on the first 64 training images
+    (``folded_bn``): training-mode BN then reproduces the weights."""
     try:
         ckpt = read_checkpoint(path)
-        check_and_load(model, ckpt.model, path, allow_class_mismatch=True)
+        if parts:
+            log.info("init_parts: %s", load_parts(model, ckpt.model, parts, path).summary())
+        else:
+            check_and_load(model, ckpt.model, path, allow_class_mismatch=True)
     except ValueError as exc:
         raise ConfigError(f"{source}: train.init_from: {exc}") from None
     log.info("initialized from %s (%s%s)", path, ckpt.kind, ", EMA" if ckpt.used_ema else "")
@@ -218,6 +221,7 @@ def _plain_batches(data: Data, count: int, batch_size: int) -> Iterator[torch.Te
     images = DetectionDataset(data.train.records[:count], plain)
     for start in range(0, len(images), batch_size):
         samples = [images[i] for i in range(start, min(start + batch_size, len(images)))]
+        log_skipped_images([s[2] for s in samples], "BatchNorm re-estimation")
         yield collate(samples, data.model_cfg.size_multiple)[0]
 
 
@@ -315,6 +319,7 @@ def train_epoch(run: Run, epoch: int) -> dict[str, Any]:
     run.reporter.start_epoch(epoch + 1, run.t.epochs, len(run.loader))
     started, sums, lr = time.perf_counter(), {}, 0.0
     for i, batch in enumerate(run.loader):
+        log_skipped_images(batch[2], f"epoch {epoch + 1} step {run.state.step + 1}")
         lr = run.schedule(run.state.step)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
@@ -366,7 +371,7 @@ def setup_run(
     data = build_data(cfg, with_val=t.eval_interval > 0)
     model = build_model(data.model_cfg)
     if t.init_from and not resume:
-        init_weights(model, t.init_from, cfg.source, data, t.batch_size)
+        init_weights(model, t.init_from, t.init_parts, cfg.source, data, t.batch_size)
     model.to(dev)
     ema = ModelEMA(model, t.ema_decay, t.ema_ramp_steps) if t.ema else None
     optimizer = build_optimizer(model, t)

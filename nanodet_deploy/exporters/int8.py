@@ -1,0 +1,291 @@
+"""INT8 exports: calibration images -> the export's own preprocessing -> quantized models.
+
+    paths, held_out = calibration_split(Path("photos/"), num_images=100)
+    tensors = calibration_tensors(paths, meta.preprocess, static_hw=(320, 320))
+    info = quantize_onnx(Path("model.onnx"), Path("model.int8.onnx"), tensors, meta)
+
+Calibration source (``--calib``): a folder of images, or a data YAML (its train split). The
+images go through ``preprocess`` with the export's preprocess block (meta.json), so the ranges
+are calibrated on exactly the tensors the deployed model sees. Unreadable images are skipped
+(counted); none readable is an error naming the source. When the source holds enough images,
+every fifth one (up to 16) is held out of calibration for the int8 agreement check.
+
+onnxruntime (``model.int8.onnx``): static quantization, QDQ format, per-channel int8 weights,
+int8 activations, convolutions only; ``FLOAT_LAYERS`` stay in float: the first convolution
+(it sees the normalized image), the head's output convolutions (class logits and box bins) and
+the decode (softmax / integral / sigmoid). The calibration method and these choices were
+picked by measured mAP (benchmarks/int8_choice.py, results in benchmarks/results/int8/).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from nanodet_deploy.artifacts import ExportMeta
+from nanodet_deploy.config import read_yaml
+from nanodet_deploy.datasets import DatasetError, load_split
+from nanodet_deploy.exporters import ncnn_calib, ncnn_int8
+from nanodet_deploy.exporters.errors import ExportError
+from nanodet_deploy.preprocess import ImageLoadError, list_images, load_image, pad_to, preprocess
+from nanodet_deploy.structures import PreprocessSpec
+from nanodet_deploy.train_config import load_data_config
+
+log = logging.getLogger(__name__)
+
+ONNX_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+DEFAULT_ONNX_METHOD = "minmax"
+FLOAT_LAYER_CHOICES = ("none", "first", "head", "first+head")
+DEFAULT_FLOAT_LAYERS = "first+head"
+DEFAULT_CALIB_IMAGES = 100
+DEFAULT_NCNN_METHOD = "kl"
+DEFAULT_NCNN_FLOAT_LAYERS = "first+head"
+MAX_HELD_OUT = 16
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    source: str  # the folder or data YAML it came from
+    calibration: list[Path]
+    held_out: list[Path]  # for the int8 agreement check (never calibrated on)
+
+
+@dataclass(frozen=True)
+class OnnxInt8Info:
+    path: Path
+    method: str
+    float_layers: str
+    float_nodes: tuple[str, ...]
+    quantized_convs: int
+    num_images: int
+
+    def to_meta(self) -> dict:
+        return {
+            "file": self.path.name,
+            "tool": "onnxruntime.quantization.quantize_static",
+            "format": "QDQ",
+            "weights": "int8, per output channel",
+            "activations": "int8, per tensor",
+            "calibration_method": self.method,
+            "float_layers": self.float_layers,
+            "float_nodes": list(self.float_nodes),
+            "quantized_convs": self.quantized_convs,
+        }
+
+
+def calibration_split(source: str | os.PathLike, num_images: int) -> CalibrationSet:
+    """Calibration images (at most ``num_images``) and held-out images from ``source``."""
+    if num_images < 1:
+        raise ValueError(f"--calib-images must be >= 1, got {num_images}")
+    paths = _source_images(Path(source))
+    held_out = paths[4::5][:MAX_HELD_OUT] if len(paths) >= 10 else []
+    chosen = [p for p in paths if p not in set(held_out)]
+    if len(chosen) > num_images:  # spread over the source, not its first files
+        step = len(chosen) / num_images
+        chosen = [chosen[int(i * step)] for i in range(num_images)]
+    return CalibrationSet(str(source), chosen, held_out)
+
+
+def _source_images(source: Path) -> list[Path]:
+    if source.is_dir():
+        try:
+            return list_images(source)
+        except ValueError as exc:
+            raise ValueError(f"--calib {exc}") from None
+    if source.suffix.lower() in (".yaml", ".yml") and source.is_file():
+        return _train_split_images(source)
+    raise FileNotFoundError(f"--calib {source}: not an image folder or a data YAML")
+
+
+def _train_split_images(config: Path) -> list[Path]:
+    data_section = read_yaml(config).get("data")
+    if not isinstance(data_section, dict) or "train" not in data_section:
+        raise ValueError(
+            f"--calib {config}: its data section has no train split (data.train); calibrate on "
+            "training images, or give a folder of images"
+        )
+    data = load_data_config(config)
+    try:
+        records = load_split(data, "train", source=str(config)).records
+    except DatasetError as exc:
+        raise ValueError(f"--calib {config}: cannot load the train split: {exc}") from exc
+    if not records:
+        raise ValueError(f"--calib {config}: the train split has no images")
+    return sorted({r.path for r in records})
+
+
+def calibration_tensors(
+    paths: Sequence[Path], spec: PreprocessSpec, static_hw: tuple[int, int] | None
+) -> list[np.ndarray]:
+    """``(1, 3, H, W)`` tensors of the readable images, preprocessed as deployed (padded on to
+    ``static_hw`` for a static-shape model). ValueError when none can be read."""
+    tensors, problems = [], []
+    for path in paths:
+        try:
+            tensor, info = preprocess(load_image(path), spec)
+        except (ImageLoadError, FileNotFoundError, ValueError) as exc:
+            problems.append(str(exc))
+            continue
+        if static_hw is not None and info.input_hw != tuple(static_hw):
+            tensor, info = pad_to(tensor, info, static_hw, spec)
+        tensors.append(tensor)
+    if problems:
+        log.warning("calibration: skipped %d unreadable images (first: %s)", len(problems),
+                    problems[0])  # fmt: skip
+    if not tensors:
+        where = Path(paths[0]).parent if paths else "the calibration source"
+        raise ValueError(f"--calib: no readable image among {len(paths)} in {where}")
+    return tensors
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, input_name: str, tensors: list[np.ndarray]) -> None:
+        self._input_name, self._tensors = input_name, tensors
+        self._it: Iterator[np.ndarray] = iter(tensors)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        tensor = next(self._it, None)
+        return None if tensor is None else {self._input_name: tensor}
+
+    def rewind(self) -> None:
+        self._it = iter(self._tensors)
+
+
+def quantize_onnx(
+    fp32_path: Path,
+    out_path: Path,
+    tensors: list[np.ndarray],
+    meta: ExportMeta,
+    method: str = DEFAULT_ONNX_METHOD,
+    float_layers: str = DEFAULT_FLOAT_LAYERS,
+) -> OnnxInt8Info:
+    """Static QDQ quantization of ``fp32_path`` calibrated on ``tensors`` (module doc)."""
+    if method not in ONNX_METHODS:
+        raise ValueError(f"int8 calibration method must be one of {list(ONNX_METHODS)}")
+    if float_layers not in FLOAT_LAYER_CHOICES:
+        raise ValueError(f"float layers must be one of {FLOAT_LAYER_CHOICES}")
+    prepared = out_path.with_name(out_path.stem + ".prep.onnx")
+    try:
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        model = onnx.load(str(prepared))
+        keep_float = float_conv_nodes(model, meta, float_layers)
+        convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+        quantize_static(
+            str(prepared), str(out_path), _Reader(meta.input_name, tensors),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(keep_float), calibrate_method=ONNX_METHODS[method],
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )  # fmt: skip
+    except Exception as exc:  # onnxruntime raises assorted types from its C++ core
+        out_path.unlink(missing_ok=True)
+        raise ExportError(
+            f"onnxruntime int8 quantization of {fp32_path.name} failed: {exc}"
+        ) from exc
+    finally:
+        prepared.unlink(missing_ok=True)
+    return OnnxInt8Info(
+        out_path, method, float_layers, keep_float, len(convs) - len(keep_float), len(tensors)
+    )
+
+
+def float_conv_nodes(model: onnx.ModelProto, meta: ExportMeta, which: str) -> tuple[str, ...]:
+    """Names of the Conv nodes kept in float: ``first`` (reads the input image), ``head``
+    (the per-level output convs with C + 4 * (reg_max + 1) channels, and the integral conv of
+    the folded decode, whose weights are the bin values 0..reg_max)."""
+    weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    keep = []
+    head_channels = meta.num_classes + 4 * (meta.reg_max + 1)
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        out_channels = weights.get(node.input[1], (0,))[0]
+        is_first = meta.input_name in node.input
+        is_head = out_channels == head_channels
+        if (is_first and "first" in which) or (is_head and "head" in which) or out_channels == 4:
+            keep.append(node.name)
+    return tuple(keep)
+
+
+@dataclass
+class Int8Report:
+    """What the int8 step did, for meta.json's ``int8`` block."""
+
+    calibration: CalibrationSet
+    num_tensors: int
+    artifacts: dict[str, dict] = field(default_factory=dict)
+
+    def to_meta(self) -> dict:
+        return {
+            "calibration_source": self.calibration.source,
+            "calibration_images": self.num_tensors,
+            "held_out_images": len(self.calibration.held_out),
+            **self.artifacts,
+        }
+
+
+def ncnn_float_layers(param_path: Path, meta: ExportMeta, which: str) -> set[str]:
+    """ncnn layers kept in float, chosen like :func:`float_conv_nodes`: ``first`` (reads the
+    input blob), ``head`` (``num_output`` = C + 4 * (reg_max + 1)), always the decode's
+    integral (``num_output`` 4)."""
+    head_channels = meta.num_classes + 4 * (meta.reg_max + 1)
+    keep = set()
+    for line in param_path.read_text().splitlines()[2:]:
+        tokens = line.split()
+        if len(tokens) < 4 or tokens[0] not in ("Convolution", "ConvolutionDepthWise"):
+            continue
+        n_in = int(tokens[2])
+        bottoms = tokens[4 : 4 + n_in]
+        params = dict(t.split("=", 1) for t in tokens[4 + n_in + int(tokens[3]) :] if "=" in t)
+        out_channels = int(params.get("0", 0))
+        is_first = meta.ncnn_input_name in bottoms
+        is_head = out_channels == head_channels
+        if (is_first and "first" in which) or (is_head and "head" in which) or out_channels == 4:
+            keep.add(tokens[1])
+    return keep
+
+
+def quantize_ncnn(
+    param: Path,
+    weights: Path,
+    out_param: Path,
+    out_bin: Path,
+    tensors: list[np.ndarray],
+    meta: ExportMeta,
+    method: str = DEFAULT_NCNN_METHOD,
+    float_layers: str = DEFAULT_NCNN_FLOAT_LAYERS,
+) -> dict:
+    """ncnn's own int8 model of an fp32 ncnn model (``ncnn_calib`` + ``ncnn_int8``); the
+    meta.json block that describes it."""
+    skip = ncnn_float_layers(param, meta, float_layers)
+    table = ncnn_calib.calibrate(
+        param, weights, tensors, method=method, input_blob=meta.ncnn_input_name, skip=skip
+    )
+    info = ncnn_int8.quantize(param, weights, table, out_param, out_bin, skip=skip)
+    return {
+        "file": out_param.name,
+        "tool": "nanodet-deploy (ncnn2table + ncnn2int8 in Python)",
+        "calibration_method": method,
+        "float_layers": float_layers,
+        "quantized_layers": list(info.quantized),
+        "float_layer_names": sorted(info.float_layers),
+        "requantized_layers": list(info.requantized),
+    }
