@@ -319,11 +319,14 @@ def _candidates(
     With many more candidates than ``top_k`` (noisy outputs), pairs that cannot reach the
     top k are dropped early: every top-k pair scores at least the k-th largest per-point max.
     """
-    mask = scores_pc > np.float32(score_thresh)
+    mask = scores_pc > np.float32(score_thresh)  # NaN scores (a broken model) never pass
     if not multi_label:
         points = np.flatnonzero(mask.any(axis=1))
-        labels = np.take(scores_pc, points, axis=0).argmax(axis=1)
+        kept = np.where(mask[points], np.take(scores_pc, points, axis=0), -np.inf)
+        labels = kept.argmax(axis=1)
         return points, labels, scores_pc[points, labels]
+    if top_k == 0:
+        return (np.zeros(0, np.int64),) * 2 + (np.zeros(0, np.float32),)
     if top_k is not None and len(scores_pc) > top_k and np.count_nonzero(mask) > 4 * top_k:
         point_max = scores_pc.max(axis=1)
         mask &= scores_pc >= np.partition(point_max, len(point_max) - top_k)[-top_k]
@@ -335,6 +338,8 @@ def _top_k(scores: np.ndarray, k: int | None) -> np.ndarray | None:
     """Indices (ascending) of the ``k`` best scores, ties to the lower index; None: keep all."""
     if k is None or scores.size <= k:
         return None
+    if k == 0:
+        return np.zeros(0, np.int64)
     kth = np.partition(scores, scores.size - k)[scores.size - k]
     above = np.flatnonzero(scores > kth)
     ties = np.flatnonzero(scores == kth)[: k - above.size]

@@ -521,3 +521,32 @@ def test_runtime_modules_import_without_torch():
         env={**os.environ, "PYTHONPATH": str(repo)},
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("multi_label", [True, False])
+def test_top_k_zero_keeps_nothing(multi_label):
+    """Regression (found by the C++ reference): top_k=0 raised from np.partition."""
+    rng = np.random.default_rng(5)
+    hw = (64, 64)
+    p = sum((64 // s) ** 2 for s in LEGACY_STRIDES)
+    output = np.concatenate([rng.uniform(0.5, 1, (p, 3)), rng.uniform(0, 4, (p, 4))], axis=1)
+    dets = postprocess(output.astype(np.float32), input_hw=hw, strides=LEGACY_STRIDES,
+                       center_offset=0.5, resize_info=identity_resize(hw), top_k=0,
+                       multi_label=multi_label)  # fmt: skip
+    assert len(dets) == 0
+
+
+def test_nan_scores_are_never_candidates():
+    """Regression: best-class mode picked a NaN class score (argmax treats NaN as largest)."""
+    hw = (32, 32)
+    p = sum((32 // s) ** 2 for s in LEGACY_STRIDES)
+    output = np.zeros((p, 2 + 4), np.float32)
+    output[:, 2:] = 1.0
+    output[0, :2] = [np.nan, 0.9]  # a broken class score beside a real one
+    output[1, :2] = [0.8, np.nan]
+    for multi_label in (True, False):
+        dets = postprocess(output, input_hw=hw, strides=LEGACY_STRIDES, center_offset=0.5,
+                           resize_info=identity_resize(hw), multi_label=multi_label)  # fmt: skip
+        assert not np.isnan(dets.scores).any()
+        found = sorted(zip(dets.labels.tolist(), dets.scores.tolist(), strict=True))
+        assert found == [(0, pytest.approx(0.8)), (1, pytest.approx(0.9))]
