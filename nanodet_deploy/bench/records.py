@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from nanodet_deploy.artifacts import write_json_atomic
@@ -111,7 +111,7 @@ def percentile(sorted_xs: list[float], q: float) -> float:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def validate_record(record: dict) -> list[str]:
