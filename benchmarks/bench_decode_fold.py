@@ -57,12 +57,14 @@ def worker(spec: dict) -> dict:
     from nanodet_deploy.postprocess import decode_raw, postprocess
     from nanodet_deploy.preprocess import load_image, preprocess
     from nanodet_deploy.runtimes.ncnn import NcnnBackend
+    from nanodet_deploy.structures import PreprocessSpec
 
     cpus = pick_cpus(spec["threads"])
     pinned = pin_to_cpus(cpus)
     backend = NcnnBackend(spec["export_dir"], threads=spec["threads"])
     meta = backend.meta
-    x, info = preprocess(load_image(spec["image"]), INPUT_HW, mode="plain")
+    pre = PreprocessSpec(INPUT_HW, geometry="plain", sampler="warp")  # as when first measured
+    x, info = preprocess(load_image(spec["image"]), pre)
     raw = meta.output_layout == "raw"
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
     gc.disable()
@@ -109,8 +111,8 @@ def run_worker(spec: dict) -> dict:
 def export_both(weights: Path, work: Path) -> dict[str, Path]:
     """The decoded and the raw export of the same weights (torch needed here only)."""
     from nanodet_deploy.checkpoint import load_model, sha256_file
+    from nanodet_deploy.config import zoo_config
     from nanodet_deploy.exporters.pipeline import ExportOptions, export_model
-    from nanodet_deploy.models import zoo_config
 
     model, _ = load_model(weights, config=zoo_config("nanodet-m"))
     dirs = {}

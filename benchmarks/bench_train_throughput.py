@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from nanodet_deploy.config import DataConfig, SplitConfig, TrainConfig, TrainingConfig
+from nanodet_deploy.config import zoo_config
 from nanodet_deploy.device import describe_device, library_versions
-from nanodet_deploy.models import build_model, zoo_config
+from nanodet_deploy.models import build_model
 from nanodet_deploy.train.criterion import build_criterion
 from nanodet_deploy.train.ema import ModelEMA
 from nanodet_deploy.train.trainer import (
@@ -42,6 +42,7 @@ from nanodet_deploy.train.trainer import (
     set_loader_epoch,
     train_step,
 )
+from nanodet_deploy.train_config import DataConfig, SplitConfig, TrainConfig, TrainingConfig
 
 
 def parse_args() -> argparse.Namespace:

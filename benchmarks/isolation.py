@@ -34,10 +34,12 @@ def measure_case(case: str, export_dir: str, warmup: int, iters: int) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from nanodet_deploy.bench import BenchSpec
-    from nanodet_deploy.bench.worker import load_inputs, make_step, other_cpu_load
+    from nanodet_deploy.bench.spec import BenchSpec
+    from nanodet_deploy.bench.worker import load_inputs, other_cpu_load, timed_step
+    from nanodet_deploy.detector import Detector
     from nanodet_deploy.device import cpu_busy_seconds
-    from nanodet_deploy.runtimes import open_backend
+    from nanodet_deploy.runtimes.base import BorrowedBackend
+    from nanodet_deploy.runtimes.registry import open_backend
 
     spec = BenchSpec(export_dir, "ncnn", "fp32", 2, _input_hw(export_dir), warmup, iters)
     x = np.random.default_rng(0).standard_normal((1, 3, *spec.input_hw)).astype(np.float32)
@@ -50,7 +52,9 @@ def measure_case(case: str, export_dir: str, warmup: int, iters: int) -> dict:
         )
         session.run(None, {session.get_inputs()[0].name: x})
     net = open_backend(export_dir, backend="ncnn", threads=2, precision="fp32")
-    step, image = make_step(net, spec), load_inputs(None)[0]
+    detector = Detector(BorrowedBackend(net), geometry=spec.geometry, input_hw=spec.input_hw,
+                        score_thresh=spec.score_thresh)  # fmt: skip
+    step, image = timed_step(detector), load_inputs(None)[0]
     times = []
     for i in range(warmup + iters):
         if i == warmup:
@@ -73,7 +77,8 @@ def run_child(case: str, export_dir: str, warmup: int, iters: int) -> dict:
 
 
 def run_isolated(export_dir: str, warmup: int, iters: int) -> dict:
-    from nanodet_deploy.bench import BenchSpec, run_isolated
+    from nanodet_deploy.bench.harness import run_isolated
+    from nanodet_deploy.bench.spec import BenchSpec
 
     spec = BenchSpec(export_dir, "ncnn", "fp32", 2, _input_hw(export_dir), warmup, iters)
     result = run_isolated(spec, timeout_s=1800)

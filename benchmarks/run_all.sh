@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The committed benchmark results of this machine, from scratch:
-#   exports (the bundled trained nanodet-m; random weights for models without trained weights
-#   here: latency does not depend on them), bench (every combination in its own process, mAP
-#   of every nanodet-m artifact on raccoon val), report (Markdown, CSV, charts), and the
-#   isolation note. Run it on a quiet machine: nothing else busy, power settings fixed.
+#   exports (the trained raccoon nanodet-m and nanodet-plus-m; random weights for a model
+#   without a checkpoint here: latency does not depend on them), every format and int8, bench
+#   (every combination in its own process, mAP of every artifact on raccoon val), report
+#   (Markdown, CSV, charts), and the isolation note. Run it on a quiet machine.
 #
 #   benchmarks/run_all.sh                 # full run: 20 warmup + 200 timed iterations
 #   ITERS=10 WARMUP=2 benchmarks/run_all.sh   # smoke run
 #
-# Env: MODELS ("nanodet-m nanodet-plus-m nanodet-plus-m-1.5x"), SIZES ("320 416"),
+# Env: MODELS ("nanodet-m nanodet-plus-m"), SIZES ("320 416"), FORMATS,
 # THREADS (1,2), ITERS (200), WARMUP (20), ISO_ITERS (200), EXPORTS (exports/bench, git-ignored),
 # DEVICE_NAME (board / CPU model), RESULTS (benchmarks/results/<device>).
 set -euo pipefail
@@ -18,7 +18,7 @@ cd "$REPO"
 if ! command -v nanodet-deploy >/dev/null && [ -f .venv/bin/activate ]; then
     . .venv/bin/activate    # the project's venv, when not already active
 fi
-MODELS="${MODELS:-nanodet-m nanodet-plus-m nanodet-plus-m-1.5x}"
+MODELS="${MODELS:-nanodet-m nanodet-plus-m}"
 SIZES="${SIZES:-320 416}"
 THREADS="${THREADS:-1,2}"
 ITERS="${ITERS:-200}"
@@ -31,28 +31,29 @@ RESULTS="${RESULTS:-$REPO/benchmarks/results/$SLUG}"
 mkdir -p "$RESULTS" "$EXPORTS"
 echo "device: $DEVICE -> $RESULTS"
 
-# nanodet-m runs the bundled raccoon checkpoint (so every artifact also gets its val mAP);
-# the others have no trained weights here: random weights (latency does not depend on them).
+# Trained raccoon checkpoints, so every artifact also gets its val mAP (assets/ holds them; the
+# NanoDet-Plus one comes from benchmarks/train_raccoon.sh plus_backbone).
 CKPT_nanodet_m=assets/nanodet-m-raccoon-320.pth
 DATA_nanodet_m=configs/raccoon_nanodet-m_320_finetune.yaml
+CKPT_nanodet_plus_m=assets/nanodet-plus-m-raccoon-320.pth
+DATA_nanodet_plus_m=configs/raccoon_nanodet-plus-m_320_backbone.yaml
 IMAGES="${IMAGES:-$REPO/../shared/reference/images}"   # real images: realistic postprocess
+FORMATS="${FORMATS:-onnx,ncnn,mnn,openvino}"
 var() { local v="${1}_${2//[^a-zA-Z0-9]/_}"; echo "${!v:-}"; }
 
-echo "== exports (NCNN weights in fp16 and, separately, in fp32)"
+echo "== exports: every format + int8 (calibrated on the train split), NCNN fp16 and fp32 weights"
 for model in $MODELS; do
     ckpt="$(var CKPT "$model")"
+    data="$(var DATA "$model")"
+    source_args=(--model "$model")             # random weights when no checkpoint is known
+    [ -n "$ckpt" ] && source_args=("$ckpt")
     for size in $SIZES; do
-        for prec in fp16 fp32; do
-            dir="$EXPORTS/${model}_${size}_$prec"
-            [ -f "$dir/meta.json" ] && { echo "exists: $dir"; continue; }
-            args=(--size "$size" --out "$dir")
-            [ "$prec" = fp32 ] && args+=(--fp32)
-            if [ -n "$ckpt" ]; then
-                nanodet-export "$ckpt" "${args[@]}" --images "$IMAGES"
-            else
-                nanodet-export --model "$model" "${args[@]}"
-            fi
-        done
+        dir="$EXPORTS/${model}_${size}"
+        [ -f "$dir/meta.json" ] || nanodet-export "${source_args[@]}" --size "$size" --out "$dir" \
+            --formats "$FORMATS" --images "$IMAGES" ${data:+--int8 --calib "$data" --data "$data"}
+        fp32="$EXPORTS/${model}_${size}_ncnn-fp32"   # ncnn with fp32 weights, fp16 options off
+        [ -f "$fp32/meta.json" ] || nanodet-export "${source_args[@]}" --size "$size" \
+            --out "$fp32" --formats ncnn --fp32 --images "$IMAGES"
     done
 done
 
@@ -64,13 +65,12 @@ for size in $SIZES; do
         data="$(var DATA "$model")"
         common=(--size "$size" --threads "$THREADS" --warmup "$WARMUP" --iters "$ITERS"
                 --images "$IMAGES" --json "$JSON" --append ${data:+--data "$data"})
-        # fp32: onnxruntime, ncnn (fp32 weights, fp16 options off) and torch on one export;
-        # fp16: ncnn with fp16 weights and its fp16 options. A failing combination is recorded
-        # as an error and the run goes on (bench exits 1 then).
-        nanodet-deploy bench "$EXPORTS/${model}_${size}_fp32" --backend onnxruntime,ncnn,torch \
+        # every installed backend at every precision the export has files for (--backend auto
+        # --precision auto); a failing combination is an error record and the run goes on
+        nanodet-deploy bench "$EXPORTS/${model}_${size}" "${common[@]}" \
+            || echo "failures: see the error records in $JSON"
+        nanodet-deploy bench "$EXPORTS/${model}_${size}_ncnn-fp32" --backend ncnn \
             --precision fp32 "${common[@]}" || echo "failures: see the error records in $JSON"
-        nanodet-deploy bench "$EXPORTS/${model}_${size}_fp16" --backend ncnn --precision fp16 \
-            "${common[@]}" || echo "failures: see the error records in $JSON"
     done
 done
 
@@ -78,7 +78,7 @@ echo "== report"
 nanodet-deploy report "$JSON" -o "$RESULTS" --title "nanodet-deploy benchmarks: $DEVICE"
 
 echo "== isolation note"
-python benchmarks/isolation.py "$EXPORTS/nanodet-m_320_fp32" --warmup 20 --iters "${ISO_ITERS:-200}" \
+python benchmarks/isolation.py "$EXPORTS/nanodet-m_320_ncnn-fp32" --warmup 20 --iters "${ISO_ITERS:-200}" \
     --out benchmarks/results/isolation.md
 
 echo "== all devices side by side (every bench*.json under benchmarks/results)"

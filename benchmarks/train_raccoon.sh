@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The raccoon training runs: nanodet-m 320 fine-tuned from the official COCO weights and
-# trained from scratch, each evaluated on val after every epoch; then the mAP curves (PNG) and
-# the final numbers in benchmarks/results/raccoon_*.
+# The raccoon training runs, each evaluated on val after every epoch: nanodet-m 320 fine-tuned
+# from the official COCO weights (finetune) and from scratch (scratch); NanoDet-Plus-m 320 with
+# the COCO NanoDet-m backbone (plus_backbone) and from scratch (plus). Each run's log is copied
+# to benchmarks/results/training/<config>/ (committed); then the mAP curves (PNG) and the final
+# numbers of every committed log in benchmarks/results/raccoon_*.
 #
-#   benchmarks/train_raccoon.sh               # finetune + scratch
-#   benchmarks/train_raccoon.sh finetune      # one of: finetune scratch plus
+#   benchmarks/train_raccoon.sh               # finetune + scratch + plus_backbone + plus
+#   benchmarks/train_raccoon.sh plus_backbone # one of: finetune scratch plus_backbone plus
 #   EPOCHS=5 benchmarks/train_raccoon.sh      # a smoke run (shorter schedule)
 #
 # Needs RACCOON_DIR / NANODET_COCO_WEIGHTS, or shared/ beside the repository. An interrupted
@@ -15,18 +17,18 @@ OUT=${OUT:-runs}
 RESULTS=${RESULTS:-benchmarks/results}
 DEVICE=${DEVICE:-cpu}
 RUNS=("$@")
-[ ${#RUNS[@]} -eq 0 ] && RUNS=(finetune scratch)
+[ ${#RUNS[@]} -eq 0 ] && RUNS=(finetune scratch plus_backbone plus)
 
 config_of() {
   case "$1" in
     finetune) echo configs/raccoon_nanodet-m_320_finetune.yaml ;;
     scratch) echo configs/raccoon_nanodet-m_320_scratch.yaml ;;
+    plus_backbone) echo configs/raccoon_nanodet-plus-m_320_backbone.yaml ;;
     plus) echo configs/raccoon_nanodet-plus-m_320_scratch.yaml ;;
-    *) echo "unknown run '$1' (finetune, scratch, plus)" >&2; exit 2 ;;
+    *) echo "unknown run '$1' (finetune, scratch, plus_backbone, plus)" >&2; exit 2 ;;
   esac
 }
 
-dirs=()
 for run in "${RUNS[@]}"; do
   config=$(config_of "$run")
   dir="$OUT/$(basename "$config" .yaml)"
@@ -35,8 +37,10 @@ for run in "${RUNS[@]}"; do
   [ -n "${EPOCHS:-}" ] && args+=(--epochs "$EPOCHS")
   echo "== $run: $config -> $dir"
   nanodet-deploy train "$config" "${args[@]}"
-  nanodet-deploy eval "$dir/best.pth" --data "$config" --threads "$(nproc)" \
+  nanodet-deploy eval "$dir/last.pth" --data "$config" --threads "$(nproc)" \
     --json "$RESULTS/$(basename "$config" .yaml)_eval.json"
-  dirs+=("$dir")
+  mkdir -p "$RESULTS/training/$(basename "$dir")"
+  cp "$dir/log.json" "$RESULTS/training/$(basename "$dir")/log.json"
 done
-python benchmarks/plot_raccoon.py "${dirs[@]}" --out "$RESULTS/raccoon"
+mapfile -t logs < <(find "$RESULTS/training" -mindepth 1 -maxdepth 1 -type d | sort)
+python benchmarks/plot_raccoon.py "${logs[@]}" --out "$RESULTS/raccoon"

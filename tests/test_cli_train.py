@@ -169,7 +169,7 @@ def test_shipped_raccoon_configs_load(monkeypatch):
     monkeypatch.delenv("RACCOON_DIR", raising=False)
     monkeypatch.delenv("NANODET_COCO_WEIGHTS", raising=False)
     configs = sorted((repo / "configs").glob("raccoon_*.yaml"))
-    assert len(configs) == 3
+    assert len(configs) == 4
     for path in configs:
         cfg = load_config(path)
         assert cfg.data.root == str(repo.parent / "shared" / "datasets" / "raccoon")
@@ -179,6 +179,9 @@ def test_shipped_raccoon_configs_load(monkeypatch):
     assert finetune.train.init_from == str(
         repo.parent / "shared" / "reference" / "nanodet-m_coco.pth"
     )
+    plus = load_config(repo / "configs" / "raccoon_nanodet-plus-m_320_backbone.yaml")
+    assert plus.train.init_from == finetune.train.init_from
+    assert plus.train.init_parts == ("backbone",) and plus.model.arch == "nanodet-plus"
     monkeypatch.setenv("NANODET_COCO_WEIGHTS", "/elsewhere/w.pth")
     assert (
         load_config(repo / "configs" / "raccoon_nanodet-m_320_finetune.yaml").train.init_from

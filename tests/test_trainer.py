@@ -193,7 +193,7 @@ def test_finetune_init_from_official_weights_unfolds_batchnorm(
     )
     data = build_data(cfg, with_val=False)
     model = build_model(data.model_cfg)
-    init_weights(model, str(weights), cfg.source, data, batch_size=4)
+    init_weights(model, str(weights), (), cfg.source, data, batch_size=4)
     coco = read_checkpoint(weights).model
     box_rows = coco["head.gfl_cls.0.weight"][-32:]
     assert torch.equal(model.head.gfl_cls[0].weight[-32:], box_rows)
@@ -207,6 +207,49 @@ def test_finetune_init_from_official_weights_unfolds_batchnorm(
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x)[..., 1:], reference.eval()(x)[..., 1:],
                                    atol=2e-4, rtol=1e-4)  # fmt: skip
+
+
+def test_init_parts_loads_the_coco_backbone_into_nanodet_plus(
+    raccoon_dir, reference_dir, tmp_path, caplog
+):
+    """train.init_parts: [backbone] -- NanoDet-m's ShuffleNetV2 under a NanoDet-Plus."""
+    from nanodet_deploy.checkpoint import read_checkpoint
+    from nanodet_deploy.train.folded_bn import folded_batchnorms
+    from nanodet_deploy.train.trainer import build_data, init_weights
+
+    weights = reference_dir / "nanodet-m_coco.pth"
+    cfg = tiny_config(raccoon_dir, tmp_path)
+    plus = dataclasses.replace(zoo_config("nanodet-plus-m"), input_hw=INPUT_HW)
+    data = build_data(dataclasses.replace(cfg, model=plus), with_val=False)
+    torch.manual_seed(0)
+    model = build_model(data.model_cfg)
+    neck_before = model.fpn.state_dict()["reduce_layers.0.conv.weight"].clone()
+    with caplog.at_level("INFO", logger="nanodet_deploy.train.trainer"):
+        init_weights(model, str(weights), ("backbone",), cfg.source, data, batch_size=4)
+    line = next(r.getMessage() for r in caplog.records if "init_parts" in r.getMessage())
+    assert "loaded backbone (275 tensors)" in line and "neck: not requested" in line
+    assert "head: not requested (85 tensors in the checkpoint)" in line
+    coco = read_checkpoint(weights).model
+    key = "backbone.stage2.0.branch1.0.weight"  # a conv: copied as is (BN folded in)
+    assert torch.equal(model.state_dict()[key], coco[key])
+    assert torch.equal(model.fpn.state_dict()["reduce_layers.0.conv.weight"], neck_before)
+    assert not folded_batchnorms(model)  # the backbone's folded BN were re-estimated
+
+
+def test_init_parts_mismatch_names_the_keys(raccoon_dir, reference_dir, tmp_path):
+    from nanodet_deploy.config import ConfigError
+    from nanodet_deploy.train.trainer import build_data, init_weights
+
+    cfg = tiny_config(raccoon_dir, tmp_path)
+    plus = dataclasses.replace(zoo_config("nanodet-plus-m"), input_hw=INPUT_HW)
+    data = build_data(dataclasses.replace(cfg, model=plus), with_val=False)
+    model = build_model(data.model_cfg)
+    weights = str(reference_dir / "nanodet-m_coco.pth")
+    with pytest.raises(ConfigError, match=r"(?s)part 'neck' does not fit.*fpn\.reduce_layers\.0"):
+        init_weights(model, weights, ("backbone", "neck"), cfg.source, data, batch_size=4)
+    wide = build_model(dataclasses.replace(data.model_cfg, backbone_width="1.5x"))
+    with pytest.raises(ConfigError, match=r"(?s)other shapes \(265\): backbone\.stage2\.0\.branch1\.2\.weight: checkpoint \[58, 24, 1, 1\] vs model \[88"):
+        init_weights(wide, weights, ("backbone",), cfg.source, data, batch_size=4)
 
 
 def test_unfold_batchnorm_makes_train_mode_match_eval_mode(reference_dir):
