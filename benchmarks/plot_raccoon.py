@@ -31,7 +31,7 @@ def minutes(history: list[dict]) -> list[float]:
     return out
 
 
-def summarize(name: str, history: list[dict]) -> dict:
+def summarize(name: str, history: list[dict], train_images: int) -> dict:
     mins = minutes(history)
     evals = [(m, r) for m, r in zip(mins, history, strict=True) if "map" in r]
     if not evals:
@@ -51,6 +51,9 @@ def summarize(name: str, history: list[dict]) -> dict:
         "seconds_per_epoch_median": sorted(
             r.get("train_time_s", 0.0) + r.get("eval_time_s", 0.0) for r in history
         )[len(history) // 2],
+        "train_images_per_s": round(
+            train_images * len(history) / sum(r.get("train_time_s", 0.0) for r in history), 2
+        ),
     }  # fmt: skip
 
 
@@ -84,16 +87,18 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
 
 
 def markdown(summaries: list[dict]) -> str:
-    lines = ["| run | epochs | minutes | best mAP (epoch) | AP50 | AP75 | final mAP | minutes to target |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = ["| run | epochs | minutes | best mAP (epoch) | AP50 | AP75 | final mAP / AP50 | "
+             "minutes to target | train images/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for s in summaries:
         if "best" not in s:
-            lines.append(f"| {s['run']} | {s['epochs']} | {s['minutes']} | - | - | - | - | - |")
+            lines.append(f"| {s['run']} | {s['epochs']} | {s['minutes']} | - | - | - | - | - | - |")
             continue
         b, f = s["best"], s["final"]
         lines.append(
             f"| {s['run']} | {s['epochs']} | {s['minutes']:.1f} | {b['map']:.3f} ({b['epoch']}) | "
-            f"{b['ap50']:.3f} | {b['ap75']:.3f} | {f['map']:.3f} | {s['minutes_to_target'] or '-'} |"
+            f"{b['ap50']:.3f} | {b['ap75']:.3f} | {f['map']:.3f} / {f['ap50']:.3f} | "
+            f"{s['minutes_to_target'] or '-'} | {s['train_images_per_s']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -102,9 +107,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run folders (with log.json)")
     p.add_argument("--out", default="benchmarks/results/raccoon", help="output path prefix")
+    p.add_argument("--train-images", type=int, default=160, help="training images per epoch")
     args = p.parse_args()
     runs = {r.name: load_run(r) for r in args.runs}
-    summaries = [summarize(name, h) for name, h in runs.items()]
+    summaries = [summarize(name, h, args.train_images) for name, h in runs.items()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(runs, out.with_name(out.name + "_map.png"))

@@ -11,7 +11,8 @@
 //
 // The pipeline is preprocess.py's `resize` sampler, which is what this computes bit for bit up
 // to the float rounding of the normalization: resize the whole image to the content size
-// (from_pixels_resize == cv2.resize INTER_LINEAR), normalize, THEN pad with pad_value (the
+// (from_pixels_resize: the resize sampler calls this very function through ncnn's Python
+// binding; cv2.resize rounds differently at some scales), normalize, THEN pad with pad_value (the
 // padding must be the mean colour, 0.0 after normalization; padding before normalizing would
 // give (v - mean) / std != 0), run the net, postprocess.
 #include <cstdio>

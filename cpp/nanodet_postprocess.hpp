@@ -32,7 +32,7 @@
 //      "normalize_folded", "pad_value": how the tensor is built (see cpp/example_ncnn.cpp)
 //   "ncnn_input_name" / "ncnn_output_name" -> blob names (default "in0" / "out0")
 //   The app's own resize gives ResizeInfo: resize_geometry() for sampler "resize"
-//   (ncnn::Mat::from_pixels_resize == cv2.resize); any other mapping (e.g. the `warp`
+//   (ncnn::Mat::from_pixels_resize of the content box); any other mapping (e.g. the `warp`
 //   sampler's single scale + sub-pixel shift) is just another scale_x/y, offset_x/y.
 //
 // UNITS: every box is x1, y1, x2, y2 in pixels; input boxes in network-tensor pixels, output

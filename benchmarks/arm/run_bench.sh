@@ -8,7 +8,8 @@
 #
 # EXPORT_DIR: a host export (nanodet-export ... --out DIR), e.g. nanodet-m at 320.
 # OUT_DIR defaults to benchmarks/results/arm64-emulated. Env: ROOT (/work/arm64-root),
-# ITERS (10), WARMUP (2), THREADS (1), BACKENDS (ncnn,onnxruntime), PRECISION (fp32,fp16).
+# ITERS (10), WARMUP (2), THREADS (1), BACKENDS (auto: every installed backend the export has
+# files for: ncnn, onnxruntime, MNN, OpenVINO), PRECISION (auto: fp16/fp32 and int8 files).
 # Needs binfmt_misc with qemu-aarch64 registered: the harness starts worker processes, and
 # only binfmt_misc makes an emulated process able to exec another arm64 binary.
 set -euo pipefail
@@ -20,8 +21,8 @@ ROOT="${ROOT:-/work/arm64-root}"
 ITERS="${ITERS:-10}"
 WARMUP="${WARMUP:-2}"
 THREADS="${THREADS:-1}"
-BACKENDS="${BACKENDS:-ncnn,onnxruntime}"
-PRECISION="${PRECISION:-fp32,fp16}"
+BACKENDS="${BACKENDS:-auto}"
+PRECISION="${PRECISION:-auto}"
 NAME="$(basename "$EXPORT")"
 
 [ -x "$ROOT/opt/venv/bin/python" ] || { echo "no venv in $ROOT: run setup_rootfs.sh first" >&2; exit 2; }

@@ -51,10 +51,12 @@ pip_install() {
         env_args=(PIP_CERT=/opt/host-ca-bundle.crt)
     fi
     chroot "$ROOT" /usr/bin/qemu-aarch64-static /usr/bin/python3 -m venv /opt/venv
-    # The runtime side only (pyproject [project.dependencies]); --only-binary proves wheels exist.
+    # The runtime side only, at the locked versions (requirements/runtime-linux-aarch64.txt:
+    # detect, eval, bench, MNN, OpenVINO; no torch); --only-binary proves wheels exist.
+    cp "$REPO/requirements/runtime-linux-aarch64.txt" "$ROOT/opt/runtime-lock.txt"
     chroot "$ROOT" /usr/bin/qemu-aarch64-static /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root \
         "${env_args[@]}" /opt/venv/bin/python -m pip install --only-binary=:all: \
-        numpy opencv-python-headless onnxruntime ncnn typer pyyaml rich
+        -r /opt/runtime-lock.txt
     chroot "$ROOT" /usr/bin/qemu-aarch64-static /opt/venv/bin/python -m pip freeze \
         > "$ROOT/opt/pip-freeze.txt"
     cat "$ROOT/opt/pip-freeze.txt"

@@ -79,10 +79,10 @@ def _share_map(spec: BenchSpec, result: dict, maps: dict[tuple, tuple]) -> None:
         return
     key = (spec.export_dir, spec.backend, spec.precision, tuple(spec.input_hw))
     if spec.evaluate:
-        maps[key] = (result.get("map"), result.get("map_note"))
+        maps[key] = (result.get("map"), result.get("ap50"), result.get("map_note"))
     elif key in maps and result.get("status") == "ok":
-        value, note = maps[key]
-        result["map"] = value
+        value, ap50, note = maps[key]
+        result["map"], result["ap50"] = value, ap50
         result["map_note"] = f"{note} (measured in the run at the first thread count)"
 
 
@@ -168,6 +168,7 @@ def make_record(
         "stages_ms": result.get("stages_ms") if ok else None,
         "parity": _parity(spec, result),
         "map": result.get("map"),
+        "ap50": result.get("ap50"),
         "map_note": result.get("map_note"),
         "settings": result.get("settings", {}),
     }

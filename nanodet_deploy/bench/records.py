@@ -31,6 +31,7 @@ One record (a JSON object) per measured combination; DESIGN.md "Benchmark record
 ``parity``          ``{"status": "pass" | "fail" | "not verified", "detail": str | None}``
                     from the export's verify.json
 ``map``             COCO mAP@[.5:.95] of this exact artifact when a dataset was given, else None
+``ap50``            its AP50 (optional key; None when not evaluated)
 ``map_note``        how mAP was obtained or why it is missing
 ``settings``        what the harness applied (CPU affinity, backend options) and saw:
                     ``other_cpu_load``, the share of all CPUs other processes kept busy

@@ -54,18 +54,18 @@ def measure(spec: BenchSpec) -> dict:
         )  # fmt: skip
         images = load_inputs(spec.images)
         check_output_shape(detector, images[0])
-        samples, other_load = time_steps(_step(detector), images, spec.warmup, spec.iterations)
+        samples, other_load = time_steps(timed_step(detector), images, spec.warmup, spec.iterations)
         settings["other_cpu_load"] = other_load
         result = summarize(samples)
         result["images"] = _images_note(spec, len(images))
         result["settings"] = settings
-        result["map"], result["map_note"] = evaluate_map(spec, backend)
+        result["map"], result["ap50"], result["map_note"] = evaluate_map(spec, backend)
     finally:
         backend.close()
     return result
 
 
-def _step(detector: Detector) -> Callable[[np.ndarray], Timing]:
+def timed_step(detector: Detector) -> Callable[[np.ndarray], Timing]:
     """One full detection (exactly what ``detect`` runs); its three stage times in ms."""
 
     def step(image: np.ndarray) -> Timing:
@@ -141,14 +141,15 @@ def _images_note(spec: BenchSpec, count: int) -> str:
     return f"{count} images from {spec.images}" if spec.images else images_label(None)
 
 
-def evaluate_map(spec: BenchSpec, backend) -> tuple[float | None, str | None]:
-    """mAP of this artifact through the deployment path, when asked."""
+def evaluate_map(spec: BenchSpec, backend) -> tuple[float | None, float | None, str | None]:
+    """mAP and AP50 of this artifact through the deployment path, when asked."""
     if not spec.evaluate or spec.data is None:
-        return None, None
+        return None, None, None
     with Detector(BorrowedBackend(backend), sampler=spec.sampler, input_hw=spec.input_hw,
                   **EVAL_SETTINGS) as detector:  # fmt: skip
         result = evaluate_detector(detector, spec.data)
-    return float(result.map), f"COCO mAP@[.5:.95] on {spec.data} ({detector.spec.sampler} sampler)"
+    note = f"COCO mAP@[.5:.95] on {spec.data} ({detector.spec.sampler} sampler)"
+    return float(result.map), float(result.ap50), note
 
 
 def run(spec_json: str, result_path: str) -> int:

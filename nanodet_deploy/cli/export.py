@@ -155,5 +155,7 @@ def _print_verify(report: dict) -> None:
         )
     console.print(table)
     if report.get("map"):
-        maps = ", ".join(f"{k} {v:.4f}" for k, v in report["map"].items())
+        maps = ", ".join(
+            f"{k} {v['map']:.4f} (AP50 {v['ap50']:.4f})" for k, v in report["map"].items()
+        )
         console.print(f"val mAP: {maps}", highlight=False)

@@ -399,11 +399,12 @@ def _image_inputs(
         return verification_inputs(meta, Path(folder), static_hw)
 
 
-def _maps(reference: Backend, opened: dict[str, Backend], data: Path) -> dict[str, float]:
-    """COCO mAP of every artifact on the data's val split, through the deployment path."""
-    maps = {"torch_fp32": evaluate_backend(reference, data).map}
-    for name, backend in opened.items():
-        maps[name] = evaluate_backend(backend, data).map
+def _maps(reference: Backend, opened: dict[str, Backend], data: Path) -> dict[str, dict]:
+    """COCO mAP and AP50 of every artifact on the data's val split (deployment path)."""
+    maps = {}
+    for name, backend in {"torch_fp32": reference, **opened}.items():
+        result = evaluate_backend(backend, data)
+        maps[name] = {"map": result.map, "ap50": result.ap50}
     return maps
 
 

@@ -16,7 +16,8 @@ inference-only tool gave only its average; pre / infer / post ms: median per sta
 1000 / mean end-to-end latency; speed-up: baseline p50 / p50 on the same device, model and
 size (baseline: torch fp32 1 thread when measured, else the slowest record, see `baseline`);
 GMAC/s: conv MACs / median inference time; model MB: files the backend loads (10^6 bytes);
-parity: the export's verify.json; mAP: COCO mAP@[.5:.95] of that artifact when evaluated."""
+parity: the export's verify.json; mAP / AP50: COCO mAP@[.5:.95] / AP50 of that artifact when
+evaluated; bold p50: the fastest backend/precision of the model, size and thread count."""
 
 
 def render_markdown(

@@ -54,6 +54,7 @@ CSV_COLUMNS = (
     "gmacs_per_s",
     "parity",
     "map",
+    "ap50",
     "iterations",
     "warmup",
     "other_cpu_load",
@@ -74,6 +75,7 @@ MD_COLUMNS = (
     ("GMAC/s", "gmacs_per_s"),
     ("parity", "parity"),
     ("mAP", "map"),
+    ("AP50", "ap50"),
 )
 
 
@@ -154,6 +156,7 @@ def _row(r: dict, macs_known: dict[tuple, int]) -> dict:
         "gmacs_per_s": macs / (infer * 1e6) if macs and infer else None,
         "parity": r["parity"]["status"],
         "map": r.get("map"),
+        "ap50": r.get("ap50"),
         "iterations": r["iterations"],
         "warmup": r["warmup"],
         "other_cpu_load": (r.get("settings") or {}).get("other_cpu_load"),
@@ -227,7 +230,7 @@ def format_cell(key: str, row: dict) -> str:
         return f"**{text}**" if row.get("fastest") else text
     if key == "speedup":
         return f"{value:.2f}×"
-    if key == "map":
+    if key in ("map", "ap50"):
         return f"{value:.3f}"
     if key in ("fps", "gmacs_per_s"):
         return f"{value:.1f}"
