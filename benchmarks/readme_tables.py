@@ -3,9 +3,9 @@
     python benchmarks/readme_tables.py [--check]
 
 Replaces the text between ``<!-- NAME -->`` and ``<!-- /NAME -->`` in README.md for:
-``fps`` (benchmarks/results/<device>/bench.json), ``training``
-(benchmarks/results/raccoon_summary.json), ``fold`` (decode_fold.json) and ``post``
-(postprocess.json). ``--check`` exits 1 when the README is out of date.
+``fps`` and ``int8`` (benchmarks/results/<device>/bench.json), ``training``
+(benchmarks/results/raccoon_summary.json), ``fold`` (decode_fold.json), ``post``
+(postprocess.json) and ``samplers`` (samplers/samplers.json). ``--check`` exits 1 when the README is out of date.
 """
 
 from __future__ import annotations
@@ -63,13 +63,13 @@ def training_table() -> str:
     runs = json.loads((RESULTS / "raccoon_summary.json").read_text())
     lines = [
         [r["run"].removeprefix("raccoon_"), str(r["epochs"]), f"{r['minutes']:.1f}",
-         f"{r['best']['map']:.3f} ({r['best']['epoch']})", f"{r['best']['ap50']:.3f}",
          f"{r['final']['map']:.3f} / {r['final']['ap50']:.3f}",
-         f"{r['minutes_to_target']}"]
+         f"{r['best']['map']:.3f} ({r['best']['epoch']})", f"{r['best']['ap50']:.3f}",
+         f"{r.get('train_images_per_s', '–')}"]
         for r in runs
     ]  # fmt: skip
-    header = ["run", "epochs", "minutes", "best val mAP (epoch)", "its AP50",
-              "final mAP / AP50", "minutes to mAP 0.45 + AP50 0.80"]  # fmt: skip
+    header = ["run", "epochs", "minutes", "final mAP / AP50", "best val mAP (epoch)", "its AP50",
+              "train images/s"]  # fmt: skip
     return md_table(header, lines)
 
 
@@ -104,9 +104,55 @@ def post_table() -> str:
     return md_table(header, lines)
 
 
+def samplers_table() -> str:
+    """Raccoon val mAP of the bundled model per sampler and geometry (onnxruntime; torch and
+    ncnn give the same to 4 decimals, see benchmarks/results/samplers/samplers.md)."""
+    data = json.loads((RESULTS / "samplers" / "samplers.json").read_text())
+    maps = {(r["sampler"], r["geometry"]): r for r in data["raccoon_map"]
+            if r["backend"] == "onnxruntime"}  # fmt: skip
+    agree = {(r["sampler"], r["geometry"]): r for r in data["coco_agreement"]
+             if r["backend"] == "onnxruntime"}  # fmt: skip
+    lines = []
+    for geometry in ("pad", "letterbox", "plain"):
+        w, r = maps["warp", geometry], maps["resize", geometry]
+        lines.append([
+            geometry, f"{w['map']:.4f} / {w['ap50']:.4f}", f"{r['map']:.4f} / {r['ap50']:.4f}",
+            f"{r['map'] - w['map']:+.4f}",
+            f"{agree['warp', geometry]['reproduced']}/{agree['warp', geometry]['official']}",
+            f"{agree['resize', geometry]['reproduced']}/{agree['resize', geometry]['official']}",
+        ])  # fmt: skip
+    header = ["geometry", "warp: mAP / AP50", "resize: mAP / AP50", "resize - warp",
+              "official dets kept, warp", "official dets kept, resize"]  # fmt: skip
+    return md_table(header, lines)
+
+
+def int8_table() -> str:
+    """fp32 / fp16 vs int8 per runtime for each model at 320: latency, size, mAP, AP50."""
+    rows = [r for r in build_rows(read_records([DEVICE_DIR / "bench.json"])) if not r["emulated"]]
+    by_key = {(r["model"], r["input_h"], r["backend"], r["precision"], r["threads"]): r
+              for r in rows}  # fmt: skip
+    pairs = [("ncnn", "fp16"), ("ncnn", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+             ("mnn", "fp32"), ("mnn", "int8")]  # fmt: skip
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for backend, precision in pairs:
+            one, two = (by_key.get((model, 320, backend, precision, t)) for t in (1, 2))
+            if one is None or two is None:
+                continue
+            lines.append([
+                model, f"{backend} {precision}", f"{one['p50_ms']:.1f}", f"{two['p50_ms']:.1f}",
+                f"{one['model_mb']:.2f}", "–" if one["map"] is None else f"{one['map']:.3f}",
+                "–" if one.get("ap50") is None else f"{one['ap50']:.3f}",
+            ])  # fmt: skip
+    header = ["model (320)", "runtime", "p50 ms 1 thread", "p50 ms 2 threads", "model MB",
+              "val mAP", "val AP50"]  # fmt: skip
+    return md_table(header, lines)
+
+
 def render(readme: str) -> str:
     for name, make in (("fps", fps_table), ("training", training_table), ("fold", fold_table),
-                       ("post", post_table)):  # fmt: skip
+                       ("post", post_table), ("samplers", samplers_table),
+                       ("int8", int8_table)):  # fmt: skip
         pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
         if not pattern.search(readme):
             raise SystemExit(f"README.md: no <!-- {name} --> ... <!-- /{name} --> markers")

@@ -345,3 +345,23 @@ def test_convert_failure_raises_export_error(tmp_path):
     with pytest.raises(ExportError, match="not onnx model"):
         convert_onnx_to_mnn(bad, tmp_path / "bad.mnn")
     assert not (tmp_path / "bad.mnn").exists()
+
+
+def test_bench_records_for_the_peer_runtimes(exports, tmp_path):
+    """``bench --backend auto``: MNN and OpenVINO rows come out complete and valid."""
+    from nanodet_deploy.bench.harness import run_plan
+    from nanodet_deploy.bench.records import RecordFile, validate_record
+    from nanodet_deploy.bench.spec import BenchSpec, plan
+    from nanodet_deploy.device import describe_device, library_versions
+
+    template = BenchSpec(export_dir="", backend="ncnn", precision="fp32", threads=1,
+                         input_hw=(0, 0), warmup=1, iterations=3)  # fmt: skip
+    planned = plan([str(exports["static"])], ["mnn", "openvino"], ["fp32"], [1], None, template)
+    records = run_plan(planned, RecordFile(tmp_path / "bench.json"), device=describe_device(),
+                       versions=library_versions(), timeout_s=300, count_macs=False)  # fmt: skip
+    assert [(r["backend"], r["status"]) for r in records] == [("mnn", "ok"), ("openvino", "ok")]
+    for r in records:
+        assert validate_record(r) == [] and r["latency_ms"]["p50"] > 0
+        assert r["model"]["file_size_bytes"] > 0 and r["settings"]["threads"] == 1
+    assert records[0]["model"]["file"] == "model.mnn"
+    assert records[1]["model"]["file"] == "model.openvino.xml+model.openvino.bin"

@@ -158,3 +158,18 @@ def test_cli_checkpoint_without_torch_is_a_clear_error(reference_dir, image_path
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "needs the torch package" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_readme_one_liner_without_torch(export_dir, image_path, blocked_env):
+    """``python -c "from nanodet_deploy import Detector; print(Detector(E).detect(I))"`` with
+    torch blocked: the public API in one import, and none of torch, onnxruntime, matplotlib,
+    pycocotools or the peer runtimes loaded by it."""
+    program = (
+        f"from nanodet_deploy import Detector; print(Detector({str(export_dir)!r}).detect("
+        f"{str(image_path)!r}))\nimport sys\nloaded = [m for m in ('torch', 'onnxruntime', "
+        "'matplotlib', 'pycocotools', 'MNN', 'openvino') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    proc = run([sys.executable, "-c", program], blocked_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Detections(") and "cat 0." in proc.stdout
