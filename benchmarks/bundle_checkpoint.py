@@ -11,6 +11,8 @@ state. The training-only aux modules of NanoDet-Plus are dropped too.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from nanodet_deploy.checkpoint import load_model, read_checkpoint, save_checkpoint, sha256_file
 
@@ -23,7 +25,7 @@ def main() -> None:
     ckpt = read_checkpoint(args.checkpoint)
     model, _ = load_model(args.checkpoint)  # strict load: proves the weights fit the config
     extra = {
-        "metrics": ckpt.raw.get("metrics"),
+        "metrics": ckpt.raw.get("metrics") or _logged_metrics(args.checkpoint, ckpt.raw["epoch"]),
         "train_config": ckpt.raw.get("train_config"),
         "source": {"checkpoint": args.checkpoint, "sha256": sha256_file(args.checkpoint),
                    "weights": "ema" if ckpt.used_ema else "model"},
@@ -32,6 +34,16 @@ def main() -> None:
         args.out, model.cfg, model.inference_state_dict(), None, ckpt.raw["epoch"], extra
     )
     print(f"{args.out}: {model.cfg.name}, epoch {ckpt.raw['epoch']}, metrics {extra['metrics']}")
+
+
+def _logged_metrics(checkpoint: str, epoch: int) -> dict | None:
+    """The val metrics of ``epoch`` from the run's log.json (last.pth does not carry them)."""
+    log = Path(checkpoint).parent / "log.json"
+    if not log.is_file():
+        return None
+    record = next((r for r in json.loads(log.read_text()) if r["epoch"] == epoch), {})
+    found = {k: record[k] for k in ("map", "ap50", "ap75") if k in record}
+    return found or None
 
 
 if __name__ == "__main__":

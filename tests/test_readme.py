@@ -62,3 +62,9 @@ def test_bundled_checkpoint_is_what_the_readme_says():
     assert ckpt["config"]["name"] == "nanodet-m" and ckpt["config"]["class_names"] == ["raccoon"]
     assert ckpt["epoch"] == 33 and abs(ckpt["metrics"]["map"] - 0.638) < 5e-4
     assert (REPO / "assets" / "nanodet-m-raccoon-320.pth").stat().st_size < 5_000_000
+    plus = torch.load(REPO / "assets" / "nanodet-plus-m-raccoon-320.pth", weights_only=True)
+    assert plus["config"]["name"] == "nanodet-plus-m" and plus["config"]["class_names"] == [
+        "raccoon"
+    ]
+    assert plus["epoch"] == 60 and abs(plus["metrics"]["map"] - 0.625) < 5e-4  # the final epoch
+    assert not any(k.startswith(("aux_fpn.", "aux_head.")) for k in plus["model"])
