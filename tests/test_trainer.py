@@ -248,7 +248,10 @@ def test_init_parts_mismatch_names_the_keys(raccoon_dir, reference_dir, tmp_path
     with pytest.raises(ConfigError, match=r"(?s)part 'neck' does not fit.*fpn\.reduce_layers\.0"):
         init_weights(model, weights, ("backbone", "neck"), cfg.source, data, batch_size=4)
     wide = build_model(dataclasses.replace(data.model_cfg, backbone_width="1.5x"))
-    with pytest.raises(ConfigError, match=r"(?s)other shapes \(265\): backbone\.stage2\.0\.branch1\.2\.weight: checkpoint \[58, 24, 1, 1\] vs model \[88"):
+    with pytest.raises(
+        ConfigError,
+        match=r"(?s)other shapes \(265\): backbone\.stage2\.0\.branch1\.2\.weight: checkpoint \[58, 24, 1, 1\] vs model \[88",
+    ):
         init_weights(wide, weights, ("backbone",), cfg.source, data, batch_size=4)
 
 
