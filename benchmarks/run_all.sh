@@ -51,9 +51,9 @@ for model in $MODELS; do
         dir="$EXPORTS/${model}_${size}"
         [ -f "$dir/meta.json" ] || nanodet-export "${source_args[@]}" --size "$size" --out "$dir" \
             --formats "$FORMATS" --images "$IMAGES" ${data:+--int8 --calib "$data" --data "$data"}
-        fp32="$EXPORTS/${model}_${size}_ncnn-fp32"   # ncnn with fp32 weights, fp16 options off
+        fp32="$EXPORTS/${model}_${size}_ncnn-fp32"   # ncnn with fp32 weights, fp16 options off (+ onnx: isolation.py)
         [ -f "$fp32/meta.json" ] || nanodet-export "${source_args[@]}" --size "$size" \
-            --out "$fp32" --formats ncnn --fp32 --images "$IMAGES"
+            --out "$fp32" --formats onnx,ncnn --fp32 --images "$IMAGES"
     done
 done
 

@@ -142,6 +142,7 @@ def benchmark(
     sizes: Sequence[int | tuple[int, int]] | None = None,
     warmup: int = 20,
     iterations: int = 200,
+    rounds: int = 3,
     images: PathLike | None = None,
     data: PathLike | None = None,
     geometry: str = "plain",
@@ -152,8 +153,9 @@ def benchmark(
     timeout_s: float = 900.0,
 ) -> list[dict]:
     """Latency (and, with ``data``, mAP) of every (export, size, backend, precision, threads)
-    combination, each in its own pinned process; one record per combination, also written
-    to ``json_out`` as they come. ``auto`` measures what exists (``bench.spec``)."""
+    combination, each in ``rounds`` fresh pinned processes (the median one is the record); one
+    record per combination, also written to ``json_out`` as they come. ``auto`` measures what
+    exists (``bench.spec``)."""
     from nanodet_deploy.bench.harness import run_plan
     from nanodet_deploy.bench.records import RecordFile
     from nanodet_deploy.bench.spec import BenchSpec, plan
@@ -162,7 +164,7 @@ def benchmark(
     template = BenchSpec(
         export_dir="", backend="ncnn", precision="fp32", threads=1, input_hw=(0, 0),
         warmup=warmup, iterations=iterations, images=str(images) if images else None,
-        geometry=geometry, sampler=sampler, data=str(data) if data else None,
+        geometry=geometry, sampler=sampler, data=str(data) if data else None, rounds=rounds,
     )  # fmt: skip
     planned = plan(
         [str(e) for e in exports], list(backends), list(precisions), list(threads),

@@ -95,7 +95,7 @@ def make_tiny_export(
 def template(**changes) -> plan_mod.BenchSpec:
     spec = plan_mod.BenchSpec(
         export_dir="", backend="onnxruntime", precision="fp32", threads=1, input_hw=(0, 0),
-        warmup=2, iterations=5, pin_cpus=True,
+        warmup=2, iterations=5, pin_cpus=True, rounds=1,
     )  # fmt: skip
     return dataclasses.replace(spec, **changes) if changes else spec
 
@@ -119,6 +119,20 @@ def test_latency_stats_match_numpy():
     assert st["mean"] == pytest.approx(np.mean(xs))
     assert st["std"] == pytest.approx(np.std(xs))
     assert st["min"] == min(xs)
+
+
+def test_median_round_reports_the_middle_process_and_the_first_rounds_map():
+    def result(p50, map_=None):
+        return {"status": "ok", "latency_ms": {"p50": p50}, "map": map_, "ap50": map_,
+                "map_note": "evaluated" if map_ else None}  # fmt: skip
+
+    chosen = harness.median_round([result(7.3, 0.63), result(18.4), result(7.1)])
+    assert chosen["latency_ms"]["p50"] == 7.3  # not the slow mode of one process
+    assert chosen["rounds_p50_ms"] == [7.3, 18.4, 7.1]
+    assert (chosen["map"], chosen["ap50"], chosen["map_note"]) == (0.63, 0.63, "evaluated")
+    chosen = harness.median_round([result(9.0, 0.5), result(8.0)])  # even: the lower middle
+    assert chosen["latency_ms"]["p50"] == 8.0 and chosen["map"] == 0.5
+    assert harness.median_round([result(5.0)])["rounds_p50_ms"] == [5.0]
 
 
 def test_other_cpu_load():
@@ -304,7 +318,8 @@ def test_bench_cli_runs_with_torch_blocked(tmp_path):
             assert "torch" not in sys.modules, "torch was imported"
     """)
     cmd = [sys.executable, "-c", code, "bench", str(export), "--backend", "onnxruntime,torch",
-           "--threads", "1", "--warmup", "1", "--iters", "3", "--json", str(out)]  # fmt: skip
+           "--threads", "1", "--warmup", "1", "--iters", "3", "--rounds", "2",
+           "--json", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "backend torch needs the torch package" in proc.stderr
@@ -313,6 +328,8 @@ def test_bench_cli_runs_with_torch_blocked(tmp_path):
     assert by_backend["onnxruntime"]["status"] == "ok"
     assert by_backend["torch"]["status"] == "skipped"
     assert by_backend["onnxruntime"]["model"]["macs"] is None  # no torch to count them
+    rounds = by_backend["onnxruntime"]["rounds_p50_ms"]
+    assert len(rounds) == 2 and by_backend["onnxruntime"]["latency_ms"]["p50"] == min(rounds)
 
 
 def test_bench_modules_do_not_import_torch():

@@ -355,7 +355,7 @@ def test_bench_records_for_the_peer_runtimes(exports, tmp_path):
     from nanodet_deploy.device import describe_device, library_versions
 
     template = BenchSpec(export_dir="", backend="ncnn", precision="fp32", threads=1,
-                         input_hw=(0, 0), warmup=1, iterations=3)  # fmt: skip
+                         input_hw=(0, 0), warmup=1, iterations=3, rounds=1)  # fmt: skip
     planned = plan([str(exports["static"])], ["mnn", "openvino"], ["fp32"], [1], None, template)
     records = run_plan(planned, RecordFile(tmp_path / "bench.json"), device=describe_device(),
                        versions=library_versions(), timeout_s=300, count_macs=False)  # fmt: skip

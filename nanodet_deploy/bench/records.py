@@ -25,6 +25,8 @@ One record (a JSON object) per measured combination; DESIGN.md "Benchmark record
 ``images``          what was fed (``"synthetic 640x480 BGR"`` or a folder and count)
 ``latency_ms``      end-to-end (preprocess + inference + postprocess) statistics:
                     ``min``, ``p50``, ``p90``, ``p99``, ``mean``, ``std`` (ms); None if not ok
+``rounds_p50_ms``   p50 of every worker process (round) that measured the combination;
+                    the record's statistics are the median round's (optional key)
 ``fps``             ``1000 / latency_ms.mean``: frames per second of the sequential loop
 ``stages_ms``       ``{"preprocess": stats, "inference": stats, "postprocess": stats}``;
                     imports of inference-only tools have ``None`` for the other two stages

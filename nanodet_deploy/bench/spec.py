@@ -41,6 +41,7 @@ class BenchSpec:
     data: str | None = None  # dataset for mAP (evaluated once per artifact, see plan())
     evaluate: bool = False
     pin_cpus: bool = True
+    rounds: int = 3  # fresh worker processes per combination; the median round is reported
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -52,6 +52,10 @@ def bench(
     ] = "auto",
     warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 20,
     iters: Annotated[int, typer.Option(min=1, help="Timed iterations.")] = 200,
+    rounds: Annotated[
+        int,
+        typer.Option(min=1, help="Fresh processes per combination; the median one is reported."),
+    ] = 3,
     images: Annotated[
         Path | None,
         typer.Option(help="Folder of images to cycle through (default: one synthetic image)."),
@@ -86,7 +90,7 @@ def bench(
     template = BenchSpec(
         export_dir="", backend="ncnn", precision="fp32", threads=1, input_hw=(0, 0),
         warmup=warmup, iterations=iters, images=str(images) if images else None,
-        geometry=resize, sampler=sampler, data=data, pin_cpus=pin,
+        geometry=resize, sampler=sampler, data=data, pin_cpus=pin, rounds=rounds,
     )  # fmt: skip
     planned = plan(
         [str(d) for d in export_dirs],

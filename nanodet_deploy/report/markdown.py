@@ -11,7 +11,8 @@ EMULATED_WARNING = (
     "runs on this architecture. They are NOT device speed and must not be quoted as such.**"
 )
 DEFINITIONS = """\
-p50 ms: median end-to-end latency (preprocess + inference + postprocess), `(avg)` where an
+p50 ms: median end-to-end latency (preprocess + inference + postprocess) of the median of
+`rounds` fresh processes (`rounds_p50_ms` in the records), `(avg)` where an
 inference-only tool gave only its average; pre / infer / post ms: median per stage; FPS:
 1000 / mean end-to-end latency; speed-up: baseline p50 / p50 on the same device, model and
 size (baseline: torch fp32 1 thread when measured, else the slowest record, see `baseline`);

@@ -2,7 +2,8 @@
 
 Reports are rendered from records only. Definitions used in every table:
 
-- ``p50 ms``: median end-to-end latency (preprocess + inference + postprocess). Records
+- ``p50 ms``: median end-to-end latency (preprocess + inference + postprocess), from the
+  median of the fresh processes that measured it (``rounds_p50_ms``). Records
   imported from inference-only tools (benchncnn) give their average instead, marked ``(avg)``.
 - ``pre / infer / post ms``: median of each stage.
 - ``FPS``: ``1000 / mean end-to-end latency`` of the sequential loop.
