@@ -135,17 +135,23 @@ def int8_table() -> str:
              ("mnn", "fp32"), ("mnn", "int8")]  # fmt: skip
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
+        floats: dict[str, dict] = {}
         for backend, precision in pairs:
             one, two = (by_key.get((model, 320, backend, precision, t)) for t in (1, 2))
             if one is None or two is None:
                 continue
+            if precision != "int8":
+                floats[backend] = one
+            ref = floats.get(backend) if precision == "int8" else None
+            delta = (f"{one['map'] - ref['map']:+.3f}"
+                     if ref and one["map"] is not None and ref["map"] is not None else "")  # fmt: skip
             lines.append([
                 model, f"{backend} {precision}", f"{one['p50_ms']:.1f}", f"{two['p50_ms']:.1f}",
                 f"{one['model_mb']:.2f}", "–" if one["map"] is None else f"{one['map']:.3f}",
-                "–" if one.get("ap50") is None else f"{one['ap50']:.3f}",
+                delta, "–" if one.get("ap50") is None else f"{one['ap50']:.3f}",
             ])  # fmt: skip
     header = ["model (320)", "runtime", "p50 ms 1 thread", "p50 ms 2 threads", "model MB",
-              "val mAP", "val AP50"]  # fmt: skip
+              "val mAP", "int8 - float", "val AP50"]  # fmt: skip
     return md_table(header, lines)
 
 

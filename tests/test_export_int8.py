@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from typer.testing import CliRunner
 
@@ -51,13 +52,31 @@ def test_int8_artifacts_and_meta(int8_export, calib_dir):
     assert block["calibration_source"] == str(calib_dir) and block["calibration_images"] == 8
     assert block["held_out_images"] == 2  # every fifth of 12 images is kept for the check
     onnx_block, ncnn_block = block["onnx"], block["ncnn"]
-    assert onnx_block["format"] == "QDQ" and onnx_block["float_layers"] == "first+head"
+    assert onnx_block["format"] == "QDQ" and onnx_block["float_layers"] == "none"
+    assert onnx_block["activations"].startswith("uint8")
     assert onnx_block["calibration_method"] == int8_step.DEFAULT_ONNX_METHOD
-    assert len(onnx_block["float_nodes"]) >= 4 and onnx_block["quantized_convs"] > 40
+    assert 1 <= len(onnx_block["float_nodes"]) <= 3  # only the decode's integral convs
+    assert onnx_block["quantized_convs"] > 40
     assert ncnn_block["calibration_method"] == "max" and len(ncnn_block["quantized_layers"]) > 40
     assert "convrelu_0" in ncnn_block["float_layer_names"]  # the first conv stays float
     fp32_size = (int8_export / "model.onnx").stat().st_size
     assert (int8_export / "model.int8.onnx").stat().st_size < fp32_size / 2
+
+
+def test_onnx_int8_quantizes_the_image_input_to_uint8(int8_export):
+    """U8S8: the input of the first conv (the image) is quantized, with a uint8 zero point
+    (onnxruntime's VNNI path on x86); weights are int8 per output channel."""
+    model = onnx.load(str(int8_export / "model.int8.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    meta = read_meta(int8_export)
+    q_input = [n for n in model.graph.node
+               if n.op_type == "QuantizeLinear" and n.input[0] == meta.input_name]  # fmt: skip
+    assert len(q_input) == 1
+    assert inits[q_input[0].input[2]].data_type == onnx.TensorProto.UINT8
+    weight_q = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                and inits.get(n.input[0]) is not None
+                and inits[n.input[0]].data_type == onnx.TensorProto.INT8]  # fmt: skip
+    assert len(weight_q) > 40
 
 
 def test_int8_models_detect_like_fp32(int8_export, raccoon_dir):

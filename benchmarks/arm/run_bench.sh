@@ -8,7 +8,7 @@
 #
 # EXPORT_DIR: a host export (nanodet-export ... --out DIR), e.g. nanodet-m at 320.
 # OUT_DIR defaults to benchmarks/results/arm64-emulated. Env: ROOT (/work/arm64-root),
-# ITERS (10), WARMUP (2), THREADS (1), BACKENDS (auto: every installed backend the export has
+# ITERS (10), WARMUP (2), THREADS (1), ROUNDS (1 process per combination), BACKENDS (auto: every installed backend the export has
 # files for: ncnn, onnxruntime, MNN, OpenVINO), PRECISION (auto: fp16/fp32 and int8 files).
 # Needs binfmt_misc with qemu-aarch64 registered: the harness starts worker processes, and
 # only binfmt_misc makes an emulated process able to exec another arm64 binary.
@@ -21,6 +21,7 @@ ROOT="${ROOT:-/work/arm64-root}"
 ITERS="${ITERS:-10}"
 WARMUP="${WARMUP:-2}"
 THREADS="${THREADS:-1}"
+ROUNDS="${ROUNDS:-1}"
 BACKENDS="${BACKENDS:-auto}"
 PRECISION="${PRECISION:-auto}"
 NAME="$(basename "$EXPORT")"
@@ -64,7 +65,7 @@ in_root python -c "import importlib.util as u; assert u.find_spec('torch') is No
 echo "== bench (emulated: few iterations; these numbers are not device speed)"
 start=$(date +%s)
 in_root nanodet-deploy bench /opt/export --backend "$BACKENDS" --precision "$PRECISION" \
-    --threads "$THREADS" --warmup "$WARMUP" --iters "$ITERS" --timeout 3600 \
+    --threads "$THREADS" --warmup "$WARMUP" --iters "$ITERS" --rounds "$ROUNDS" --timeout 3600 \
     --json "/opt/out/bench-$NAME.json"
 echo "bench wall time: $(( $(date +%s) - start )) s"
 

@@ -11,10 +11,18 @@ are calibrated on exactly the tensors the deployed model sees. Unreadable images
 every fifth one (up to 16) is held out of calibration for the int8 agreement check.
 
 onnxruntime (``model.int8.onnx``): static quantization, QDQ format, per-channel int8 weights,
-int8 activations, convolutions only; ``FLOAT_LAYERS`` stay in float: the first convolution
-(it sees the normalized image), the head's output convolutions (class logits and box bins) and
-the decode (softmax / integral / sigmoid). The calibration method and these choices were
-picked by measured mAP (benchmarks/int8_choice.py, results in benchmarks/results/int8/).
+asymmetric uint8 activations (``u8``: onnxruntime's U8S8 kernels, which use VNNI's unsigned x
+signed dot product on x86; signed ``s8`` activations ran 1.3-1.5x slower there, same mAP),
+convolutions only, every convolution quantized (``float_layers="none"``; the decode's softmax /
+integral / sigmoid stay float), percentile calibration. Keeping the first convolution in float
+ran 1.3x slower at 1 thread (a float conv on the full-resolution image plus a Q/DQ pair); with
+percentile calibration it is not needed for accuracy. ncnn: ``max`` (no clipping), first and
+head convolutions and the decode's integral in float. Chosen on the val mAP of both raccoon
+models at 320 and 416 (exports of benchmarks/run_all.sh): ncnn with ACIQ and every conv int8
+lost 0.011 / 0.032 (NanoDet-m 320 / 416) where this one stayed within 0.001 of fp16. The "held-out"
+images of benchmarks/int8_choice.py are training images the model has fit, and ranked the
+recipes differently: judge int8 on images the model was not trained on. Results and timing
+in benchmarks/results/int8/ (int8_choice.md NanoDet-m, plus/ NanoDet-Plus-m, int8_speed.md).
 """
 
 from __future__ import annotations
@@ -52,12 +60,14 @@ ONNX_METHODS = {
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
 }
-DEFAULT_ONNX_METHOD = "minmax"
+DEFAULT_ONNX_METHOD = "percentile"
 FLOAT_LAYER_CHOICES = ("none", "first", "head", "first+head")
-DEFAULT_FLOAT_LAYERS = "first+head"
+DEFAULT_FLOAT_LAYERS = "none"
+ONNX_ACTIVATIONS = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+DEFAULT_ONNX_ACTIVATION = "u8"
 DEFAULT_CALIB_IMAGES = 100
 DEFAULT_NCNN_METHOD = "max"  # ncnn2table's KL cost 0.02-0.03 held-out mAP here (module doc)
-DEFAULT_NCNN_FLOAT_LAYERS = "first+head"
+DEFAULT_NCNN_FLOAT_LAYERS = "first+head"  # and the decode's integral conv, always
 MAX_HELD_OUT = 16
 
 
@@ -76,6 +86,7 @@ class OnnxInt8Info:
     float_nodes: tuple[str, ...]
     quantized_convs: int
     num_images: int
+    activation: str = DEFAULT_ONNX_ACTIVATION
 
     def to_meta(self) -> dict:
         return {
@@ -83,7 +94,8 @@ class OnnxInt8Info:
             "tool": "onnxruntime.quantization.quantize_static",
             "format": "QDQ",
             "weights": "int8, per output channel",
-            "activations": "int8, per tensor",
+            "activations": f"{'uint8' if self.activation == 'u8' else 'int8'}, per tensor, "
+            "asymmetric",
             "calibration_method": self.method,
             "float_layers": self.float_layers,
             "float_nodes": list(self.float_nodes),
@@ -176,13 +188,19 @@ def quantize_onnx(
     meta: ExportMeta,
     method: str = DEFAULT_ONNX_METHOD,
     float_layers: str = DEFAULT_FLOAT_LAYERS,
+    activation: str = DEFAULT_ONNX_ACTIVATION,
 ) -> OnnxInt8Info:
     """Static QDQ quantization of ``fp32_path`` calibrated on ``tensors`` (module doc)."""
+    if activation not in ONNX_ACTIVATIONS:
+        raise ValueError(f"int8 activation type must be one of {list(ONNX_ACTIVATIONS)}")
     if method not in ONNX_METHODS:
         raise ValueError(f"int8 calibration method must be one of {list(ONNX_METHODS)}")
     if float_layers not in FLOAT_LAYER_CHOICES:
         raise ValueError(f"float layers must be one of {FLOAT_LAYER_CHOICES}")
     prepared = out_path.with_name(out_path.stem + ".prep.onnx")
+    root = logging.getLogger()  # onnxruntime.quantization logs every tensor at INFO on root
+    root_level = root.level
+    root.setLevel(max(root_level, logging.WARNING))
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         model = onnx.load(str(prepared))
@@ -191,7 +209,7 @@ def quantize_onnx(
         quantize_static(
             str(prepared), str(out_path), _Reader(meta.input_name, tensors),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            activation_type=ONNX_ACTIVATIONS[activation], weight_type=QuantType.QInt8,
             nodes_to_exclude=list(keep_float), calibrate_method=ONNX_METHODS[method],
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )  # fmt: skip
@@ -201,10 +219,12 @@ def quantize_onnx(
             f"onnxruntime int8 quantization of {fp32_path.name} failed: {exc}"
         ) from exc
     finally:
+        root.setLevel(root_level)
         prepared.unlink(missing_ok=True)
     return OnnxInt8Info(
-        out_path, method, float_layers, keep_float, len(convs) - len(keep_float), len(tensors)
-    )
+        out_path, method, float_layers, keep_float, len(convs) - len(keep_float), len(tensors),
+        activation,
+    )  # fmt: skip
 
 
 def float_conv_nodes(model: onnx.ModelProto, meta: ExportMeta, which: str) -> tuple[str, ...]:

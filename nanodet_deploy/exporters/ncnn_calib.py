@@ -7,7 +7,8 @@ ConvolutionDepthWise, InnerProduct) is read back with ``Extractor.extract``. Fol
 
 - weight scales: ``127 / max|w|`` per output channel (per group for depthwise), ``31 / max|w|``
   for 3x3 stride-1 Convolutions (6-bit weights for ncnn's int8 winograd F43);
-- ``method="max"`` (the default): ``127 / absmax`` of each blob over all inputs, no clipping.
+- ``method="max"`` (this function's default; the exporter uses it too, see exporters/int8.py):
+  ``127 / absmax`` of each blob over all inputs, no clipping.
   Measured on the fine-tuned raccoon NanoDet-m (3 calibration draws of 32 / 64 / 100 train
   images, 168 / 136 / 100 held-out images), it kept mAP within 0.01 of fp32 where ncnn2table's
   KL lost 0.02-0.03: KL clips the rare large activations that carry box-edge and score
