@@ -66,11 +66,32 @@ echo "== bench (emulated: few iterations; these numbers are not device speed)"
 start=$(date +%s)
 in_root nanodet-deploy bench /opt/export --backend "$BACKENDS" --precision "$PRECISION" \
     --threads "$THREADS" --warmup "$WARMUP" --iters "$ITERS" --rounds "$ROUNDS" --timeout 3600 \
-    --json "/opt/out/bench-$NAME.json"
+    --json "/opt/out/bench-$NAME.json" \
+    || echo "some combinations failed: see the error records (the run goes on)"
 echo "bench wall time: $(( $(date +%s) - start )) s"
 
 echo "== report inside the root (no matplotlib there: tables only)"
 in_root nanodet-deploy report "/opt/out/bench-$NAME.json" -o /opt/out/report-check --no-charts
 
 cp "$ROOT/opt/out/bench-$NAME.json" "$OUT/"
+
+echo "== detections on arm64 vs the host, same export and images (score > 0.1)"
+SAMPLES="$REPO/nanodet_deploy/assets/samples"
+rm -rf "$ROOT/opt/samples" "$ROOT/opt/out/dets" && cp -r "$SAMPLES" "$ROOT/opt/samples"
+HOST_DETS="$(mktemp -d)"
+HOST_BIN="$REPO/.venv/bin"; [ -x "$HOST_BIN/python" ] || HOST_BIN="$(dirname "$(command -v python)")"
+mkdir -p "$ROOT/opt/out/dets"
+for combo in ncnn:fp16 ncnn:int8 onnxruntime:fp32 onnxruntime:int8 mnn:fp32 mnn:int8; do
+    backend="${combo%%:*}" precision="${combo##*:}"
+    "$HOST_BIN/python" -c "import sys; from nanodet_deploy.runtimes.registry import export_has
+sys.exit(0 if export_has(sys.argv[1], sys.argv[2], sys.argv[3]) else 1)" "$EXPORT" "$backend" "$precision" \
+        || continue
+    args=(--backend "$backend" --precision "$precision" --threads 1 --score-thresh 0.1)
+    "$HOST_BIN/nanodet-deploy" detect "$EXPORT" "$SAMPLES" "${args[@]}" --json "$HOST_DETS/${backend}_$precision.json" >/dev/null
+    in_root nanodet-deploy detect /opt/export /opt/samples "${args[@]}" \
+        --json "/opt/out/dets/${backend}_$precision.json" >/dev/null \
+        || echo "arm64 detect failed: $backend $precision"
+done
+"$HOST_BIN/python" "$REPO/benchmarks/arm/compare_detections.py" "$HOST_DETS" "$ROOT/opt/out/dets" \
+    --out "$OUT/detections-$NAME.md"
 echo "== records: $OUT/bench-$NAME.json (render with: nanodet-deploy report $OUT/*.json -o $OUT)"
