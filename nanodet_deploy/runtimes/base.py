@@ -50,6 +50,19 @@ class BorrowedBackend:
         pass
 
 
+def check_options(
+    backend: str, precision: str | None, precisions: tuple[str, ...], threads: int
+) -> str:
+    """The precision to run (``fp32`` when None); ValueError for an unknown precision or
+    fewer than one thread."""
+    precision = precision or "fp32"
+    if precision not in precisions:
+        raise ValueError(f"{backend} precision must be one of {precisions}, got {precision!r}")
+    if int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return precision
+
+
 def model_file(export_dir: str | Path, meta: ExportMeta, key: str) -> Path:
     """The file meta.json lists under ``key``; MetaError when it is not listed or missing."""
     name = meta.files.get(key)

@@ -39,6 +39,7 @@ import numpy as np
 from nanodet_deploy.artifacts import MetaError, read_meta
 from nanodet_deploy.runtimes.base import (
     check_input,
+    check_options,
     check_output,
     check_static_input,
     model_file,
@@ -60,11 +61,7 @@ class MnnBackend:
     def __init__(
         self, export_dir: str | os.PathLike, threads: int = 1, precision: str | None = None
     ) -> None:
-        precision = precision or "fp32"
-        if precision not in PRECISIONS:
-            raise ValueError(f"mnn precision must be one of {PRECISIONS}, got {precision!r}")
-        if int(threads) < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        precision = check_options("mnn", precision, PRECISIONS, threads)
         self.export_dir = Path(export_dir)
         self.meta = read_meta(self.export_dir)
         path = model_file(self.export_dir, self.meta, _FILE_KEYS[precision])

@@ -34,6 +34,7 @@ import openvino as ov
 from nanodet_deploy.artifacts import MetaError, read_meta
 from nanodet_deploy.runtimes.base import (
     check_input,
+    check_options,
     check_output,
     check_static_input,
     model_file,
@@ -56,11 +57,7 @@ class OpenVinoBackend:
     def __init__(
         self, export_dir: str | os.PathLike, threads: int = 1, precision: str | None = None
     ) -> None:
-        precision = precision or "fp32"
-        if precision not in PRECISIONS:
-            raise ValueError(f"openvino precision must be one of {PRECISIONS}, got {precision!r}")
-        if int(threads) < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        precision = check_options("openvino", precision, PRECISIONS, threads)
         self.export_dir = Path(export_dir)
         self.meta = read_meta(self.export_dir)
         self._core = ov.Core()
