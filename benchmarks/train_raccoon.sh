@@ -7,6 +7,8 @@
 #
 #   benchmarks/train_raccoon.sh               # finetune + scratch + plus_backbone + plus
 #   benchmarks/train_raccoon.sh plus_backbone # one of: finetune scratch plus_backbone plus
+#   DEVICE=cuda LOGS=benchmarks/results/training_gpu benchmarks/train_raccoon.sh plus_backbone_300e
+#                                             # 300 epochs on a GPU machine, plotted apart
 #   EPOCHS=5 benchmarks/train_raccoon.sh      # a smoke run (shorter schedule)
 #
 # Needs RACCOON_DIR / NANODET_COCO_WEIGHTS, or shared/ beside the repository. An interrupted
@@ -15,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs}
 RESULTS=${RESULTS:-benchmarks/results}
+LOGS=${LOGS:-$RESULTS/training}  # committed logs; GPU runs: LOGS=benchmarks/results/training_gpu
 DEVICE=${DEVICE:-cpu}
 RUNS=("$@")
 [ ${#RUNS[@]} -eq 0 ] && RUNS=(finetune scratch plus_backbone plus)
@@ -25,7 +28,8 @@ config_of() {
     scratch) echo configs/raccoon_nanodet-m_320_scratch.yaml ;;
     plus_backbone) echo configs/raccoon_nanodet-plus-m_320_backbone.yaml ;;
     plus) echo configs/raccoon_nanodet-plus-m_320_scratch.yaml ;;
-    *) echo "unknown run '$1' (finetune, scratch, plus_backbone, plus)" >&2; exit 2 ;;
+    plus_backbone_300e) echo configs/raccoon_nanodet-plus-m_320_backbone_300e.yaml ;;
+    *) echo "unknown run '$1' (finetune, scratch, plus_backbone, plus, plus_backbone_300e)" >&2; exit 2 ;;
   esac
 }
 
@@ -39,8 +43,8 @@ for run in "${RUNS[@]}"; do
   nanodet-deploy train "$config" "${args[@]}"
   nanodet-deploy eval "$dir/last.pth" --data "$config" --threads "$(nproc)" \
     --json "$RESULTS/$(basename "$config" .yaml)_eval.json"
-  mkdir -p "$RESULTS/training/$(basename "$dir")"
-  cp "$dir/log.json" "$RESULTS/training/$(basename "$dir")/log.json"
+  mkdir -p "$LOGS/$(basename "$dir")"
+  cp "$dir/log.json" "$LOGS/$(basename "$dir")/log.json"
 done
-mapfile -t logs < <(find "$RESULTS/training" -mindepth 1 -maxdepth 1 -type d | sort)
-python benchmarks/plot_raccoon.py "${logs[@]}" --out "$RESULTS/raccoon"
+mapfile -t logs < <(find "$LOGS" -mindepth 1 -maxdepth 1 -type d | sort)
+python benchmarks/plot_raccoon.py "${logs[@]}" --out "$LOGS/../raccoon$([ "$LOGS" = "$RESULTS/training" ] || echo _"$(basename "$LOGS")")"
