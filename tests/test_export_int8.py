@@ -58,9 +58,36 @@ def test_int8_artifacts_and_meta(int8_export, calib_dir):
     assert 1 <= len(onnx_block["float_nodes"]) <= 3  # only the decode's integral convs
     assert onnx_block["quantized_convs"] > 40
     assert ncnn_block["calibration_method"] == "max" and len(ncnn_block["quantized_layers"]) > 40
+    assert ncnn_block["float_layers"] == int8_step.DEFAULT_NCNN_FLOAT_LAYERS == "first+head+dw"
     assert "convrelu_0" in ncnn_block["float_layer_names"]  # the first conv stays float
+    # depthwise convs stay float (no int8_scale_term, param 8); pointwise convs are int8
+    lines = (int8_export / "model.int8.ncnn.param").read_text().splitlines()
+    dw = [line.split() for line in lines if line.startswith("ConvolutionDepthWise")]
+    assert len(dw) > 10 and not any(t.startswith("8=") for layer in dw for t in layer)
+    assert {layer[1] for layer in dw} <= set(ncnn_block["float_layer_names"])
     fp32_size = (int8_export / "model.onnx").stat().st_size
     assert (int8_export / "model.int8.onnx").stat().st_size < fp32_size / 2
+
+
+def test_float_layer_groups_select_depthwise_convs(int8_export):
+    """``dw`` adds exactly the depthwise convs to what stays float, in both formats; an
+    unknown group is an error that lists the valid ones."""
+    meta = read_meta(int8_export)
+    param = int8_export / "model.ncnn.param"
+    dw_names = {line.split()[1] for line in param.read_text().splitlines()
+                if line.startswith("ConvolutionDepthWise")}  # fmt: skip
+    ncnn_sets = {w: int8_step.ncnn_float_layers(param, meta, w)
+                 for w in ("none", "dw", "first+head", "first+head+dw")}  # fmt: skip
+    assert len(dw_names) > 10 and 1 <= len(ncnn_sets["none"]) <= 4  # the integral convs only
+    assert ncnn_sets["dw"] == ncnn_sets["none"] | dw_names
+    assert ncnn_sets["first+head+dw"] == ncnn_sets["first+head"] | dw_names
+    model = onnx.load(str(int8_export / "model.onnx"))
+    grouped = {n.name for n in model.graph.node if n.op_type == "Conv"
+               and any(a.name == "group" and a.i > 1 for a in n.attribute)}  # fmt: skip
+    none, dw = (set(int8_step.float_conv_nodes(model, meta, w)) for w in ("none", "dw"))
+    assert len(grouped) > 10 and dw == none | grouped
+    with pytest.raises(ValueError, match=r"subset of \['first', 'head', 'dw'\], got 'dw\+tail'"):
+        int8_step.ncnn_float_layers(param, meta, "dw+tail")
 
 
 def test_onnx_int8_quantizes_the_image_input_to_uint8(int8_export):

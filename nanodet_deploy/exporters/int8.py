@@ -16,10 +16,13 @@ signed dot product on x86; signed ``s8`` activations ran 1.3-1.5x slower there, 
 convolutions only, every convolution quantized (``float_layers="none"``; the decode's softmax /
 integral / sigmoid stay float), percentile calibration. Keeping the first convolution in float
 ran 1.3x slower at 1 thread (a float conv on the full-resolution image plus a Q/DQ pair); with
-percentile calibration it is not needed for accuracy. ncnn: ``max`` (no clipping), first and
-head convolutions and the decode's integral in float. Chosen on the val mAP of both raccoon
-models at 320 and 416 (exports of benchmarks/run_all.sh): ncnn with ACIQ and every conv int8
-lost 0.011 / 0.032 (NanoDet-m 320 / 416) where this one stayed within 0.001 of fp16. The "held-out"
+percentile calibration it is not needed for accuracy. ncnn: ``max`` (no clipping); the first
+and head convolutions, every depthwise convolution (``dw``) and the decode's integral in float.
+Chosen on the val mAP of both raccoon models at 320 and 416 (exports of benchmarks/run_all.sh):
+ncnn with ACIQ and every conv int8 lost 0.011 / 0.032 (NanoDet-m 320 / 416); with the depthwise
+convs in int8 NanoDet-Plus-m lost 0.022 / 0.034 (320 / 416), with them in float it is at +0.014
+/ -0.007 and NanoDet-m at -0.003 / -0.011, and on x86 the model runs 1.3-1.45x faster (ncnn's
+x86 int8 depthwise kernels are slower than its fp32 ones). The "held-out"
 images of benchmarks/int8_choice.py are training images the model has fit, and ranked the
 recipes differently: judge int8 on images the model was not trained on. Results and timing
 in benchmarks/results/int8/ (int8_choice.md NanoDet-m, plus/ NanoDet-Plus-m, int8_speed.md).
@@ -61,13 +64,13 @@ ONNX_METHODS = {
     "percentile": CalibrationMethod.Percentile,
 }
 DEFAULT_ONNX_METHOD = "percentile"
-FLOAT_LAYER_CHOICES = ("none", "first", "head", "first+head")
+FLOAT_LAYER_GROUPS = ("first", "head", "dw")  # float_layers: "+"-joined groups, or "none"
 DEFAULT_FLOAT_LAYERS = "none"
 ONNX_ACTIVATIONS = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
 DEFAULT_ONNX_ACTIVATION = "u8"
 DEFAULT_CALIB_IMAGES = 100
 DEFAULT_NCNN_METHOD = "max"  # ncnn2table's KL cost 0.02-0.03 held-out mAP here (module doc)
-DEFAULT_NCNN_FLOAT_LAYERS = "first+head"  # and the decode's integral conv, always
+DEFAULT_NCNN_FLOAT_LAYERS = "first+head+dw"  # and the decode's integral conv, always
 MAX_HELD_OUT = 16
 
 
@@ -195,8 +198,7 @@ def quantize_onnx(
         raise ValueError(f"int8 activation type must be one of {list(ONNX_ACTIVATIONS)}")
     if method not in ONNX_METHODS:
         raise ValueError(f"int8 calibration method must be one of {list(ONNX_METHODS)}")
-    if float_layers not in FLOAT_LAYER_CHOICES:
-        raise ValueError(f"float layers must be one of {FLOAT_LAYER_CHOICES}")
+    _float_groups(float_layers)  # ValueError for an unknown group
     prepared = out_path.with_name(out_path.stem + ".prep.onnx")
     root = logging.getLogger()  # onnxruntime.quantization logs every tensor at INFO on root
     root_level = root.level
@@ -229,8 +231,10 @@ def quantize_onnx(
 
 def float_conv_nodes(model: onnx.ModelProto, meta: ExportMeta, which: str) -> tuple[str, ...]:
     """Names of the Conv nodes kept in float: ``first`` (reads the input image), ``head``
-    (the per-level output convs with C + 4 * (reg_max + 1) channels, and the integral conv of
-    the folded decode, whose weights are the bin values 0..reg_max)."""
+    (the per-level output convs with C + 4 * (reg_max + 1) channels), ``dw`` (grouped /
+    depthwise convs), and always the integral conv of the folded decode (whose weights are the
+    bin values 0..reg_max)."""
+    groups = _float_groups(which)
     weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
     keep = []
     head_channels = meta.num_classes + 4 * (meta.reg_max + 1)
@@ -238,11 +242,21 @@ def float_conv_nodes(model: onnx.ModelProto, meta: ExportMeta, which: str) -> tu
         if node.op_type != "Conv":
             continue
         out_channels = weights.get(node.input[1], (0,))[0]
-        is_first = meta.input_name in node.input
-        is_head = out_channels == head_channels
-        if (is_first and "first" in which) or (is_head and "head" in which) or out_channels == 4:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        chosen = {"first": meta.input_name in node.input, "head": out_channels == head_channels,
+                  "dw": group > 1 and out_channels != 4}  # fmt: skip
+        if out_channels == 4 or any(chosen[g] for g in groups):
             keep.append(node.name)
     return tuple(keep)
+
+
+def _float_groups(which: str) -> set[str]:
+    """``"first+head"`` -> {"first", "head"}; ``"none"`` -> {}."""
+    groups = set() if which == "none" else set(which.split("+"))
+    if not groups <= set(FLOAT_LAYER_GROUPS):
+        raise ValueError(f"float layers must be 'none' or a '+'-joined subset of "
+                         f"{list(FLOAT_LAYER_GROUPS)}, got {which!r}")  # fmt: skip
+    return groups
 
 
 @dataclass
@@ -264,8 +278,9 @@ class Int8Report:
 
 def ncnn_float_layers(param_path: Path, meta: ExportMeta, which: str) -> set[str]:
     """ncnn layers kept in float, chosen like :func:`float_conv_nodes`: ``first`` (reads the
-    input blob), ``head`` (``num_output`` = C + 4 * (reg_max + 1)), always the decode's
-    integral (``num_output`` 4)."""
+    input blob), ``head`` (``num_output`` = C + 4 * (reg_max + 1)), ``dw``
+    (ConvolutionDepthWise), always the decode's integral (``num_output`` 4)."""
+    groups = _float_groups(which)
     head_channels = meta.num_classes + 4 * (meta.reg_max + 1)
     keep = set()
     for line in param_path.read_text().splitlines()[2:]:
@@ -276,9 +291,9 @@ def ncnn_float_layers(param_path: Path, meta: ExportMeta, which: str) -> set[str
         bottoms = tokens[4 : 4 + n_in]
         params = dict(t.split("=", 1) for t in tokens[4 + n_in + int(tokens[3]) :] if "=" in t)
         out_channels = int(params.get("0", 0))
-        is_first = meta.ncnn_input_name in bottoms
-        is_head = out_channels == head_channels
-        if (is_first and "first" in which) or (is_head and "head" in which) or out_channels == 4:
+        chosen = {"first": meta.ncnn_input_name in bottoms, "head": out_channels == head_channels,
+                  "dw": tokens[0] == "ConvolutionDepthWise"}  # fmt: skip
+        if out_channels == 4 or any(chosen[g] for g in groups):
             keep.add(tokens[1])
     return keep
 
