@@ -1,4 +1,4 @@
-"""Latency of the onnxruntime int8 variants beside fp32 and ncnn fp16 (inference only).
+"""Latency of the onnxruntime int8 variants beside fp32 and ncnn fp16 / int8 (inference only).
 
     python benchmarks/int8_speed.py [EXPORT_DIR ...] [--rounds 5] [--out benchmarks/results/int8]
 
@@ -6,8 +6,9 @@ For each export (default: exports/bench/nanodet-m_320 and nanodet-plus-m_320 fro
 benchmarks/run_all.sh) the onnxruntime int8 model is rebuilt for every activation type (u8, s8)
 x layers kept in float (VARIANTS), calibrated on the export's own calibration images
 (meta.json), exactly as ``nanodet-export --int8`` makes it. Every variant, the fp32 ONNX and
-the ncnn fp16 model are timed at one thread in fresh pinned processes (20 warmup + 200 runs of
-one real image), ``--rounds`` rounds interleaved across variants; the median round is kept.
+the export's ncnn fp16 and int8 models are timed at one thread in fresh pinned processes (20
+warmup + 200 runs of one real image), ``--rounds`` rounds interleaved across variants; the
+median round is kept.
 Writes ``int8_speed.json`` / ``int8_speed.md``. The accuracy side is int8_choice.py.
 """
 
@@ -92,7 +93,8 @@ def main() -> None:
         split = int8.calibration_split(meta.int8["calibration_source"], int8.DEFAULT_CALIB_IMAGES)
         tensors = int8.calibration_tensors(split.calibration, meta.preprocess, meta.input_hw)
         models = {"onnxruntime fp32": ("onnx", export_dir / "model.onnx"),
-                  "ncnn fp16": ("ncnn", export_dir / "model.ncnn.param")}  # fmt: skip
+                  "ncnn fp16": ("ncnn", export_dir / "model.ncnn.param"),
+                  "ncnn int8": ("ncnn", export_dir / "model.int8.ncnn.param")}  # fmt: skip
         for act, floats in VARIANTS:
             out = work / f"{export_dir.name}-{act}-{floats}.onnx"
             int8.quantize_onnx(export_dir / "model.onnx", out, tensors, meta,
