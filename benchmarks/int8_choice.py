@@ -36,7 +36,7 @@ from nanodet_deploy.train_config import load_data_config
 
 ONNX_METHODS = ("minmax", "entropy", "percentile")
 NCNN_METHODS = ("max", "kl", "aciq")
-FLOAT_LAYERS = ("none", "first+head")
+FLOAT_LAYERS = ("none", "first+head", "first+head+dw")  # any "+"-joined subset of first/head/dw
 
 
 def parse_args() -> argparse.Namespace:
