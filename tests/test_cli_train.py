@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -169,7 +170,7 @@ def test_shipped_raccoon_configs_load(monkeypatch):
     monkeypatch.delenv("RACCOON_DIR", raising=False)
     monkeypatch.delenv("NANODET_COCO_WEIGHTS", raising=False)
     configs = sorted((repo / "configs").glob("raccoon_*.yaml"))
-    assert len(configs) == 4
+    assert len(configs) == 5
     for path in configs:
         cfg = load_config(path)
         assert cfg.data.root == str(repo.parent / "shared" / "datasets" / "raccoon")
@@ -182,6 +183,11 @@ def test_shipped_raccoon_configs_load(monkeypatch):
     plus = load_config(repo / "configs" / "raccoon_nanodet-plus-m_320_backbone.yaml")
     assert plus.train.init_from == finetune.train.init_from
     assert plus.train.init_parts == ("backbone",) and plus.model.arch == "nanodet-plus"
+    # the 300-epoch variant differs from it only in schedule length, evaluation interval, workers
+    long = load_config(repo / "configs" / "raccoon_nanodet-plus-m_320_backbone_300e.yaml")
+    assert (long.train.epochs, long.train.eval_interval, long.train.num_workers) == (300, 5, 8)
+    assert long.model == plus.model and long.data == plus.data and long.augment == plus.augment
+    assert replace(long.train, epochs=60, eval_interval=1, num_workers=1) == plus.train
     monkeypatch.setenv("NANODET_COCO_WEIGHTS", "/elsewhere/w.pth")
     assert (
         load_config(repo / "configs" / "raccoon_nanodet-m_320_finetune.yaml").train.init_from
