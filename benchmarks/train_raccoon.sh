@@ -47,4 +47,6 @@ for run in "${RUNS[@]}"; do
   cp "$dir/log.json" "$LOGS/$(basename "$dir")/log.json"
 done
 mapfile -t logs < <(find "$LOGS" -mindepth 1 -maxdepth 1 -type d | sort)
-python benchmarks/plot_raccoon.py "${logs[@]}" --out "$LOGS/../raccoon$([ "$LOGS" = "$RESULTS/training" ] || echo _"$(basename "$LOGS")")"
+plot="$RESULTS/raccoon"   # curves + summary; logs kept elsewhere get their own
+[ "$LOGS" = "$RESULTS/training" ] || plot="$RESULTS/raccoon_$(basename "$LOGS")"
+python benchmarks/plot_raccoon.py "${logs[@]}" --out "$plot"

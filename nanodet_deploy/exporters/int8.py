@@ -15,8 +15,9 @@ asymmetric uint8 activations (``u8``: onnxruntime's U8S8 kernels, which use VNNI
 signed dot product on x86; signed ``s8`` activations ran 1.3-1.5x slower there, same mAP),
 convolutions only, every convolution quantized (``float_layers="none"``; the decode's softmax /
 integral / sigmoid stay float), percentile calibration. Keeping the first convolution in float
-ran 1.3x slower at 1 thread (a float conv on the full-resolution image plus a Q/DQ pair); with
-percentile calibration it is not needed for accuracy. ncnn: ``max`` (no clipping); the first
+ran 1.2-1.3x slower at 1 thread (onnxruntime then runs the MaxPool after it on uint8 in NCHW,
+3.3 ms against 0.1 ms for its NHWC kernel); with percentile calibration it is not needed for
+accuracy. ncnn: ``max`` (no clipping); the first
 and head convolutions, every depthwise convolution (``dw``) and the decode's integral in float.
 Chosen on the val mAP of both raccoon models at 320 and 416 (exports of benchmarks/run_all.sh):
 ncnn with ACIQ and every conv int8 lost 0.011 / 0.032 (NanoDet-m 320 / 416); with the depthwise
@@ -244,7 +245,7 @@ def float_conv_nodes(model: onnx.ModelProto, meta: ExportMeta, which: str) -> tu
         out_channels = weights.get(node.input[1], (0,))[0]
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         chosen = {"first": meta.input_name in node.input, "head": out_channels == head_channels,
-                  "dw": group > 1 and out_channels != 4}  # fmt: skip
+                  "dw": group > 1}  # fmt: skip
         if out_channels == 4 or any(chosen[g] for g in groups):
             keep.append(node.name)
     return tuple(keep)
