@@ -92,8 +92,10 @@ def _draw(data: str, n: int, draw: int, train: list[Path]) -> list[Path]:
     return sorted(random.Random(draw).sample(train, n))
 
 
-def _int8_folder(base, work, runtime, method, floats, tensors, activation) -> Path:
-    folder = work / f"{runtime}-{method}-{floats}"
+def _int8_folder(
+    base, work, runtime, method, floats, tensors, activation, rewrite=int8.DEFAULT_REWRITE, tag=""
+) -> Path:
+    folder = work / f"{runtime}-{method}-{floats}{tag}"
     meta = read_meta(base)
     folder.mkdir(exist_ok=True)
     for name in ("model.onnx", "model.ncnn.param", "model.ncnn.bin", "model.pth"):
@@ -102,7 +104,8 @@ def _int8_folder(base, work, runtime, method, floats, tensors, activation) -> Pa
     files = dict(meta.files)
     if runtime == "onnxruntime":
         int8.quantize_onnx(base / "model.onnx", folder / "model.int8.onnx", tensors, meta,
-                           method=method, float_layers=floats, activation=activation)  # fmt: skip
+                           method=method, float_layers=floats, activation=activation,
+                           rewrite=rewrite)  # fmt: skip
         files["onnx_int8"] = "model.int8.onnx"
     else:
         int8.quantize_ncnn(base / "model.ncnn.param", base / "model.ncnn.bin",
