@@ -16,7 +16,7 @@ signed dot product on x86; signed ``s8`` activations ran 1.3-1.5x slower there, 
 convolutions only, every convolution quantized (``float_layers="none"``; the decode's softmax /
 integral / sigmoid stay float), percentile calibration, after two rewrites of the float graph
 (``int8_rewrite``): per-channel activation equalization (exact in float) and bias correction.
-They cut the int8 model's output error against fp32 on val images by 30-50% (NanoDet-Plus-m
+They cut the int8 model's output error against fp32 on val images by 28-50% (NanoDet-Plus-m
 320: mean score error on detected anchors 0.015 -> 0.008; benchmarks/results/int8/
 int8_rewrite.md), cost no inference time (the same graph, other numbers) and double the
 quantization time (a second quantize_static pass after the bias correction). Keeping the first convolution in float
