@@ -279,7 +279,13 @@ def _int8(
     report = int8_step.Int8Report(calib, len(tensors))
     files, precision = dict(meta.files), dict(meta.precision)
     if "onnx" in options.formats:
-        onnx_int8 = int8_step.quantize_onnx(tmp / ONNX_FILE, tmp / ONNX_INT8_FILE, tensors, meta)
+        # onnxruntime's calibrators stack every image's tensors: one size for all, so a dynamic
+        # model is calibrated on the images padded to the export's size (a valid input for it)
+        onnx_tensors = tensors if static_hw else int8_step.calibration_tensors(
+            calib.calibration, meta.preprocess, meta.input_hw)  # fmt: skip
+        onnx_int8 = int8_step.quantize_onnx(
+            tmp / ONNX_FILE, tmp / ONNX_INT8_FILE, onnx_tensors, meta
+        )
         files["onnx_int8"], precision["onnx_int8"] = ONNX_INT8_FILE, "int8"
         report.artifacts["onnx"] = onnx_int8.to_meta()
         note(f"{ONNX_INT8_FILE} ({onnx_int8.quantized_convs} int8 convs)")
