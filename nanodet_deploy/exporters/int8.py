@@ -19,11 +19,11 @@ integral / sigmoid stay float), percentile calibration, after two rewrites of th
 They cut the int8 model's output error against fp32 on val images by 28-50% (NanoDet-Plus-m
 320: mean score error on detected anchors 0.015 -> 0.008; benchmarks/results/int8/
 int8_rewrite.md), cost no inference time (the same graph, other numbers) and double the
-quantization time (a second quantize_static pass after the bias correction). Keeping the first convolution in float
-ran 1.2-1.3x slower at 1 thread (onnxruntime then runs the MaxPool after it on uint8 in NCHW,
-3.3 ms against 0.1 ms for its NHWC kernel); with percentile calibration it is not needed for
-accuracy. ncnn: ``max`` (no clipping); the first
-and head convolutions, every depthwise convolution (``dw``) and the decode's integral in float.
+quantization time (a second quantize_static pass after the bias correction). Keeping the
+first convolution in float ran 1.2-1.3x slower at 1 thread (onnxruntime then runs the MaxPool
+after it on uint8 in NCHW, 3.3 ms against 0.1 ms for its NHWC kernel); the equalization fixes
+the accuracy it was meant to fix. ncnn: ``max`` (no clipping); the first and head
+convolutions, every depthwise convolution (``dw``) and the decode's integral in float.
 Chosen on the val mAP of both raccoon models at 320 and 416 (exports of benchmarks/run_all.sh):
 ncnn with ACIQ and every conv int8 lost 0.011 / 0.032 (NanoDet-m 320 / 416); with the depthwise
 convs in int8 NanoDet-Plus-m lost 0.022 / 0.034 (320 / 416), with them in float it is at +0.014
