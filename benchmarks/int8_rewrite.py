@@ -79,11 +79,11 @@ def main() -> None:
             paths = (int8.calibration_split(data, args.calib_images).calibration if draw == 0
                      else sorted(random.Random(draw).sample(train, args.calib_images)))  # fmt: skip
             tensors = int8.calibration_tensors(paths, meta.preprocess, meta.input_hw)
-            for recipe, rewrite in RECIPES.items():
+            for i, (recipe, rewrite) in enumerate(RECIPES.items()):
                 start = time.perf_counter()
                 folder = _int8_folder(base, work / name, "onnxruntime", int8.DEFAULT_ONNX_METHOD,
                                       "none", tensors, int8.DEFAULT_ONNX_ACTIVATION, rewrite,
-                                      f"-{abs(hash(recipe))}")  # fmt: skip
+                                      f"-{i}")  # fmt: skip
                 seconds = time.perf_counter() - start
                 out = _outputs(folder / "model.int8.onnx", meta.input_name, val_tensors)
                 q = evaluate(folder, data, backend="onnxruntime", precision="int8")

@@ -271,9 +271,8 @@ def float_conv_nodes(model: onnx.ModelProto, meta: ExportMeta, which: str) -> tu
         if node.op_type != "Conv":
             continue
         out_channels = weights.get(node.input[1], (0,))[0]
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
         chosen = {"first": meta.input_name in node.input, "head": out_channels == head_channels,
-                  "dw": group > 1}  # fmt: skip
+                  "dw": int8_rewrite.conv_group(node) > 1}  # fmt: skip
         if out_channels == 4 or any(chosen[g] for g in groups):
             keep.append(node.name)
     return tuple(keep)

@@ -42,6 +42,11 @@ CAP_DEPTHWISE = 16.0
 CAP_POINTWISE = 4.0
 
 
+def conv_group(node: onnx.NodeProto) -> int:
+    """A Conv node's ``group`` attribute (1 when absent)."""
+    return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+
 @dataclass(frozen=True)
 class Rewrite:
     """Which rewrites the onnxruntime int8 step applies (``None`` there: neither)."""
@@ -82,7 +87,7 @@ def equalizable(model: onnx.ModelProto) -> list[Equalizable]:
             return None  # weights or bias computed in the graph
         if any(len(users[name]) > 1 for name in params):
             return None  # a weight or bias shared with another node
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        group = conv_group(node)
         if group == 1:
             return "pw"
         return "dw" if inits[node.input[1]].dims[1] == 1 else None
@@ -163,8 +168,7 @@ def equalize(
         if len(pair.producer.input) > 2 and pair.producer.input[2]:
             scale(pair.producer.input[2], f)
         for reader in pair.consumers:
-            group = next((a.i for a in reader.attribute if a.name == "group"), 1)
-            shape = (-1, 1, 1, 1) if group > 1 else (1, -1, 1, 1)  # depthwise: per output
+            shape = (-1, 1, 1, 1) if conv_group(reader) > 1 else (1, -1, 1, 1)  # dw: per output
             scale(reader.input[1], 1.0 / f.reshape(shape))
     return len(pairs)
 
@@ -203,7 +207,7 @@ def correct_bias(
         w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
         delta = q_weights[node.name] - w
         mean = means[node.input[0]][1]
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        group = conv_group(node)
         if group == 1:
             shift = delta.sum(axis=(2, 3)) @ mean
         else:  # grouped: output channel o reads input channels of its group

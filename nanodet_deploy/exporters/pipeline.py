@@ -274,23 +274,18 @@ def _int8(
 ) -> ExportMeta:  # fmt: skip
     """Calibrate on ``--calib`` with the export's preprocessing; write the int8 models."""
     calib = int8_step.calibration_split(options.calib, options.calib_images)
-    static_hw = None if {"height", "width"} <= set(meta.dynamic_axes) else meta.input_hw
-    tensors = int8_step.calibration_tensors(calib.calibration, meta.preprocess, static_hw)
+    # padded to the export's size: a static model's input, and for a dynamic one a valid input
+    # of one size for all images (onnxruntime's calibrators stack every image's tensors)
+    tensors = int8_step.calibration_tensors(calib.calibration, meta.preprocess, meta.input_hw)
     report = int8_step.Int8Report(calib, len(tensors))
     files, precision = dict(meta.files), dict(meta.precision)
     if "onnx" in options.formats:
-        # onnxruntime's calibrators stack every image's tensors: one size for all, so a dynamic
-        # model is calibrated on the images padded to the export's size (a valid input for it)
-        onnx_tensors = tensors if static_hw else int8_step.calibration_tensors(
-            calib.calibration, meta.preprocess, meta.input_hw)  # fmt: skip
-        onnx_int8 = int8_step.quantize_onnx(
-            tmp / ONNX_FILE, tmp / ONNX_INT8_FILE, onnx_tensors, meta
-        )
+        onnx_int8 = int8_step.quantize_onnx(tmp / ONNX_FILE, tmp / ONNX_INT8_FILE, tensors, meta)
         files["onnx_int8"], precision["onnx_int8"] = ONNX_INT8_FILE, "int8"
         report.artifacts["onnx"] = onnx_int8.to_meta()
         note(f"{ONNX_INT8_FILE} ({onnx_int8.quantized_convs} int8 convs)")
     if "ncnn" in options.formats:
-        ncnn_meta = _ncnn_int8(wrapper, tmp, options, meta, info, calib, static_hw)
+        ncnn_meta = _ncnn_int8(wrapper, tmp, options, meta, info, calib)
         files["ncnn_int8_param"], files["ncnn_int8_bin"] = NCNN_INT8_PARAM, NCNN_INT8_BIN
         precision["ncnn_int8"] = "int8"
         report.artifacts["ncnn"] = ncnn_meta
@@ -307,7 +302,7 @@ def _int8(
 
 def _ncnn_int8(
     wrapper: ExportWrapper, tmp: Path, options: ExportOptions, meta: ExportMeta,
-    info: OnnxExportInfo, calib: int8_step.CalibrationSet, static_hw: tuple[int, int] | None,
+    info: OnnxExportInfo, calib: int8_step.CalibrationSet,
 ) -> dict:  # fmt: skip
     """ncnn int8 from an fp32 ncnn model (the export's, or an fp32 twin of fp16 weights),
     calibrated on the tensors the ncnn runtime sees (no padding on to a static size)."""
