@@ -47,6 +47,7 @@ def export(
     int8: bool = False,
     calib: PathLike | None = None,
     calib_images: int = 100,
+    mnn_int8: str = "onnx",
     data: PathLike | None = None,
     images: PathLike | None = None,
     verify: bool = True,
@@ -82,6 +83,7 @@ def export(
         dynamic_axes=("batch", "height", "width") if dynamic else (), ncnn_fp16=ncnn_fp16,
         geometry=geometry, sampler=sampler, int8=int8,
         calib=Path(calib) if calib is not None else None, calib_images=calib_images,
+        mnn_int8=mnn_int8,
         data=Path(data) if data is not None else None, verify=verify,
         images_dir=Path(images) if images is not None else None, overwrite=overwrite,
     )  # fmt: skip

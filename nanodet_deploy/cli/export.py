@@ -5,7 +5,8 @@ int8, meta.json and a parity check.
                    [--formats onnx,ncnn,mnn,openvino] [--fp32] [--output decoded|raw]
                    [--opset N] [--fold-normalize] [--no-simplify] [--dynamic]
                    [--sampler resize|warp] [--resize pad|letterbox|plain]
-                   [--int8 --calib SOURCE [--calib-images N]] [--data DATA.yaml]
+                   [--int8 --calib SOURCE [--calib-images N] [--mnn-int8 onnx|mnnquant]]
+                   [--data DATA.yaml]
                    [--images DIR] [--no-verify] [--overwrite]
 
 Exit codes: 0 exported (and verified), 1 exported but the parity check failed (the folder and
@@ -80,6 +81,12 @@ def export(
     calib_images: Annotated[
         int, typer.Option(min=1, help="At most this many calibration images.")
     ] = 100,
+    mnn_int8: Annotated[
+        str,
+        typer.Option(
+            help="MNN int8 scales: onnx (those of model.int8.onnx) or mnnquant (MNN's calibrator)."
+        ),
+    ] = "onnx",
     data: Annotated[
         Path | None, typer.Option(help="Data YAML: verification adds every artifact's val mAP.")
     ] = None,
@@ -111,7 +118,7 @@ def export(
             formats=[f.strip() for f in formats.split(",") if f.strip()], ncnn_fp16=not fp32,
             output=output, opset=opset, fold_normalize=fold_normalize, simplify=simplify,
             dynamic=dynamic, geometry=resize, sampler=sampler, int8=int8, calib=calib,
-            calib_images=calib_images, data=data, images=images, verify=verify,
+            calib_images=calib_images, mnn_int8=mnn_int8, data=data, images=images, verify=verify,
             overwrite=overwrite, on_step=_print_step,
         )  # fmt: skip
     except ExportError as exc:

@@ -19,12 +19,16 @@ An MNN model converted from an ONNX with dynamic height/width (input ``[1, 3, -1
 any multiple of 32; one converted from a static ONNX keeps the sizes in its reshapes and accepts
 only the export size (``MnnExportInfo.static_hw``).
 
-int8 (``quantize_mnn``), measured on the raccoon NanoDet-m with MNN 3.6.1: the ``EMA`` activation
-ranges give scores within ~0.03 of fp32 at the best point; ``KL`` gave unusable models (scores
-off by up to 0.88, with 8 or 40 calibration images). EMA needs a model with a fixed input size
-(on a dynamic one mnnquant crashes: "Invalid Tensor, the session may not be ready"), so quantize
-the conversion of a static ONNX; the int8 model then takes only that size. ``ADMM`` feeds all
-images as one batch, which NanoDet's fixed-batch reshapes refuse, so it is not offered.
+int8 (``quantize_mnn``: ``--mnn-int8 mnnquant``; the export's default is exporters/mnn_int8.py,
+which gives MNN the onnxruntime int8 model's scales), measured with MNN 3.6.1: the ``EMA``
+activation ranges give scores within ~0.03 of fp32 at the best point; ``KL`` gave unusable
+models (scores off by up to 0.88, with 8 or 40 calibration images: its thresholds clip the
+sigmoid scores). EMA needs a model with a fixed input size (on a dynamic one mnnquant crashes:
+"Invalid Tensor, the session may not be ready"), so quantize the conversion of a static ONNX; the
+int8 model then takes only that size. ``ADMM`` feeds all images as one batch, which NanoDet's
+fixed-batch reshapes refuse, so it is not offered. EMA's ranges are a 0.99-momentum moving
+average of per-image minima / maxima (batch 1), so the first of 100 calibration images weighs
+37%; ``skip_quant_op_names`` is not read on the EMA path.
 """
 
 from __future__ import annotations
@@ -110,12 +114,15 @@ def convert_onnx_to_mnn(
     fp16_weights: bool = False,
     input_name: str = "images",
     output_name: str = "output",
+    compression_params: str | os.PathLike | None = None,
 ) -> MnnExportInfo:
     """Convert ``onnx_path`` to the MNN model ``out_path``, checked by loading it once.
 
     ``fp16_weights`` stores convolution weights as fp16 (``--fp16``: half the file; MNN computes
     in fp32 or fp16 as the runtime's precision mode says). ``input_name`` / ``output_name`` are
     the tensors the load check opens (meta.json's ``input_name`` / ``output_name``).
+    ``compression_params``: a serialized ``MNN.Compression.Pipeline`` for
+    ``--compressionParamsFile`` (exporters/mnn_int8.py writes one to make int8 convolutions).
     """
     onnx_path, out_path = Path(onnx_path).resolve(), Path(out_path).resolve()
     if not onnx_path.is_file():
@@ -126,6 +133,8 @@ def convert_onnx_to_mnn(
                 "--bizCode", "nanodet-deploy"]  # fmt: skip
         if fp16_weights:
             argv.append("--fp16")
+        if compression_params is not None:
+            argv += ["--compressionParamsFile", str(Path(compression_params).resolve())]
         tool_log, info = _run_tool("mnnconvert", tmp_out, input_name, output_name, argv,
                                    CONVERT_TIMEOUT_S, Path(scratch))  # fmt: skip
         shutil.move(str(tmp_out), out_path)

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("onnx", "ncnn", "mnn", "openvino")
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
+MNN_INT8_SOURCES = ("onnx", "mnnquant")  # exporters/mnn_int8.py module doc
 NCNN_INT8_PARAM = "model.int8.ncnn.param"
 NCNN_INT8_BIN = "model.int8.ncnn.bin"
 TORCH_FILE = "model.pth"  # the exported weights in our checkpoint format, for the torch backend
@@ -80,6 +81,7 @@ class ExportOptions:
     int8: bool = False  # also write int8 models of the formats that have one
     calib: Path | None = None  # int8 calibration: an image folder or a data YAML (train split)
     calib_images: int = int8_step.DEFAULT_CALIB_IMAGES
+    mnn_int8: str = "onnx"  # MNN int8 scales: "onnx" (the onnxruntime int8 model's) or "mnnquant"
     data: Path | None = None  # data YAML: verification adds the val mAP of every artifact
     verify: bool = True
     images_dir: Path | None = None  # real images for verification; None: fixed random inputs
@@ -120,6 +122,8 @@ def check_options(options: ExportOptions, size_multiple: int, model_name: str) -
         if options.calib is None:
             raise ValueError("--int8 needs --calib (an image folder or a data YAML)")
         int8_step.calibration_split(options.calib, options.calib_images)  # readable source
+    if options.mnn_int8 not in MNN_INT8_SOURCES:
+        raise ValueError(f"--mnn-int8 must be one of {list(MNN_INT8_SOURCES)}")
 
 
 def export_model(
@@ -279,11 +283,13 @@ def _int8(
     tensors = int8_step.calibration_tensors(calib.calibration, meta.preprocess, meta.input_hw)
     report = int8_step.Int8Report(calib, len(tensors))
     files, precision = dict(meta.files), dict(meta.precision)
-    if "onnx" in options.formats:
+    mnn_from_onnx = "mnn" in options.formats and options.mnn_int8 == "onnx"
+    if "onnx" in options.formats or mnn_from_onnx:
         onnx_int8 = int8_step.quantize_onnx(tmp / ONNX_FILE, tmp / ONNX_INT8_FILE, tensors, meta)
+        note(f"{ONNX_INT8_FILE} ({onnx_int8.quantized_convs} int8 convs)")
+    if "onnx" in options.formats:
         files["onnx_int8"], precision["onnx_int8"] = ONNX_INT8_FILE, "int8"
         report.artifacts["onnx"] = onnx_int8.to_meta()
-        note(f"{ONNX_INT8_FILE} ({onnx_int8.quantized_convs} int8 convs)")
     if "ncnn" in options.formats:
         ncnn_meta = _ncnn_int8(wrapper, tmp, options, meta, info, calib)
         files["ncnn_int8_param"], files["ncnn_int8_bin"] = NCNN_INT8_PARAM, NCNN_INT8_BIN
@@ -291,10 +297,16 @@ def _int8(
         report.artifacts["ncnn"] = ncnn_meta
         note(f"{NCNN_INT8_PARAM} ({len(ncnn_meta['quantized_layers'])} int8 layers)")
     if "mnn" in options.formats:
-        mnn_meta = _mnn_int8(tmp, meta, calib, info)
+        if mnn_from_onnx:
+            mnn_meta = _mnn_int8_from_onnx(tmp, meta, onnx_int8)
+            if "onnx" not in options.formats:  # only the way to the MNN scales
+                (tmp / ONNX_INT8_FILE).unlink()
+                mnn_meta["scales_from"] = onnx_int8.to_meta()
+        else:
+            mnn_meta = _mnn_int8(tmp, meta, calib, info)
         files["mnn_int8"], precision["mnn_int8"] = mnn_meta["file"], "int8"
         report.artifacts["mnn"] = mnn_meta
-        note(f"{mnn_meta['file']} (mnnquant, {mnn_meta['feature_quantize_method']})")
+        note(f"{mnn_meta['file']} ({mnn_meta['tool']})")
     note(f"calibrated on {len(tensors)} images from {calib.source}; "
          f"{len(calib.held_out)} held out for the check")  # fmt: skip
     return replace(meta, files=files, precision=precision, int8=report.to_meta())
@@ -318,6 +330,16 @@ def _ncnn_int8(
         )
 
 
+def _mnn_int8_from_onnx(tmp: Path, meta: ExportMeta, onnx_int8: int8_step.OnnxInt8Info) -> dict:
+    """MNN int8 with the onnxruntime int8 model's scales (exporters/mnn_int8.py)."""
+    from nanodet_deploy.exporters.mnn_int8 import mnn_int8_from_onnx
+
+    converter("mnn")  # the MNN package is installed
+    int8 = mnn_int8_from_onnx(onnx_int8.path, tmp / "model.int8.mnn", input_name=meta.input_name,
+                              output_name=meta.output_name)  # fmt: skip
+    return int8.to_meta()
+
+
 def _mnn_int8(
     tmp: Path, meta: ExportMeta, calib: int8_step.CalibrationSet, info: OnnxExportInfo
 ) -> dict:
@@ -325,8 +347,8 @@ def _mnn_int8(
     mnn = converter("mnn")
     source = tmp / meta.files["mnn"]
     if info.dynamic_axes:
-        raise ExportError("MNN int8 needs a static-shape export: drop --dynamic or 'mnn' from "
-                          "--formats")  # fmt: skip
+        raise ExportError("--mnn-int8 mnnquant needs a static-shape export: drop --dynamic, or "
+                          "use --mnn-int8 onnx")  # fmt: skip
     spec = meta.preprocess
     mean, std = ((0.0,) * 3, (1.0,) * 3) if spec.normalize_folded else (spec.mean_bgr, spec.std_bgr)
     quant = mnn.quantize_mnn(

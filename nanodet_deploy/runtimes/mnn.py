@@ -12,8 +12,8 @@ Precision (``precision``, MNN's ``BackendConfig`` precision mode on the runtime 
   Raspberry Pi 5) MNN then stores activations and computes convolutions in fp16. On x86 (and
   older ARM) MNN's CPU backend computes in fp32: on the AMD EPYC test machine (AVX-512 and
   AVX512_BF16, no AVX512-FP16) the outputs equal the fp32 ones bit for bit.
-- ``"int8"``: the int8 model (meta.json ``files["mnn_int8"]``, from ``exporters.mnn.quantize_mnn``)
-  with ``Precision_Normal``: quantized convolutions in int8, the other ops in fp32. On the x86
+- ``"int8"``: the int8 model (meta.json ``files["mnn_int8"]``: ``exporters.mnn_int8``, the scales of
+  the onnxruntime int8 model; or ``exporters.mnn.quantize_mnn``) with ``Precision_Normal``: quantized convolutions in int8, the other ops in fp32. On the x86
   test machine it ran slower than fp32 (16.7 vs 10.0 ms, one thread); MNN's int8 kernels are
   built for ARM's dot-product instructions (it reports i8sdot / i8mm at import): measure there.
 
