@@ -12,10 +12,18 @@ Precision (``precision``, MNN's ``BackendConfig`` precision mode on the runtime 
   Raspberry Pi 5) MNN then stores activations and computes convolutions in fp16. On x86 (and
   older ARM) MNN's CPU backend computes in fp32: on the AMD EPYC test machine (AVX-512 and
   AVX512_BF16, no AVX512-FP16) the outputs equal the fp32 ones bit for bit.
-- ``"int8"``: the int8 model (meta.json ``files["mnn_int8"]``: ``exporters.mnn_int8``, the scales of
-  the onnxruntime int8 model; or ``exporters.mnn.quantize_mnn``) with ``Precision_Normal``: quantized convolutions in int8, the other ops in fp32. On the x86
-  test machine it ran slower than fp32 (16.7 vs 10.0 ms, one thread); MNN's int8 kernels are
-  built for ARM's dot-product instructions (it reports i8sdot / i8mm at import): measure there.
+- ``"int8"``: the int8 model (meta.json ``files["mnn_int8"]``: from ``exporters.mnn_int8``, the
+  onnxruntime int8 model's scales, or ``exporters.mnn.quantize_mnn``) with ``Precision_Normal``:
+  quantized convolutions in int8, the other ops in fp32. On the x86 test machine it ran slower
+  than fp32 (16.7 vs 10.0 ms, one thread); MNN's int8 kernels are built for ARM's dot-product
+  instructions (it reports i8sdot / i8mm at import): measure there.
+
+Not deterministic (MNN 3.6.1 int8 on x86): the same int8 model file and input give one of a few
+output sets, fixed within a process but differing between processes (an MNN runtime created
+earlier in the process changes which one, for instance): NanoDet-Plus-m 320 scores up to 0.29
+apart on single anchors, val mAP 0.617 or 0.627 (fp32 0.623); mnnquant's models too. MNN fp32
+and onnxruntime int8 are bit-stable. Judge an MNN int8 model over several processes
+(benchmarks/mnn_int8.py evaluates each in several).
 
 Input size: a model converted from a dynamic ONNX (input ``[1, 3, -1, -1]``) takes any multiple
 of 32 (``static_hw`` None). One converted from a static ONNX keeps its sizes in its reshapes and
