@@ -115,17 +115,19 @@ def float_twin(qdq: onnx.ModelProto) -> FloatTwin:
     # a quantized graph output: its float tensor takes the output's name
     outputs = {o.name for o in qdq.graph.output}
     aliases = {renamed.pop(name): name for name in outputs & renamed.keys()}
-    renamed = {k: aliases.get(v, v) for k, v in renamed.items()}
     activations = {aliases.get(k, k): v for k, v in activations.items()}
+
+    def float_name(name: str) -> str:
+        name = renamed.get(name, name)
+        return aliases.get(name, name)
+
     nodes = []
     for k, node in enumerate(qdq.graph.node):
         if k in dropped:
             continue
         node = onnx.NodeProto.FromString(node.SerializeToString())
-        for i, name in enumerate(node.input):
-            node.input[i] = aliases.get(renamed.get(name, name), renamed.get(name, name))
-        for i, name in enumerate(node.output):
-            node.output[i] = aliases.get(name, name)
+        node.input[:] = [float_name(name) for name in node.input]
+        node.output[:] = [aliases.get(name, name) for name in node.output]
         nodes.append(node)
     used = {name for node in nodes for name in node.input}
     initializers = [i for i in qdq.graph.initializer if i.name in used]
