@@ -183,52 +183,66 @@ def _dequantize(inits: dict[str, np.ndarray], node: onnx.NodeProto) -> np.ndarra
     return ((q - zero) * scale).astype(np.float32)
 
 
+# MNN_compression.proto (MNN: tools/converter/source/compression/), the fields this module writes:
+# message -> (field, number, scalar type or message, label, default)
+_SCHEMA = {
+    "LayerQuantizeParams": (
+        ("input", 1, "LayerQuantizeParams.ActivationParams", "repeated", None),
+        ("weight", 2, "LayerQuantizeParams.WeightParams", "repeated", None),
+        ("output", 3, "LayerQuantizeParams.ActivationParams", "repeated", None),
+    ),
+    "LayerQuantizeParams.ActivationParams": (
+        ("name", 1, "string", "required", None),
+        ("bits", 2, "int32", "optional", "8"),
+        ("scales", 3, "float", "repeated", None),
+        ("zero_point", 4, "int32", "optional", "0"),
+        ("clamp_min", 5, "int32", "optional", "-128"),
+        ("clamp_max", 6, "int32", "optional", "127"),
+    ),
+    "LayerQuantizeParams.WeightParams": (
+        ("name", 1, "string", "required", None),
+        ("bits", 2, "int32", "optional", "8"),
+        ("scales", 3, "float", "repeated", None),
+        ("clamp_min", 4, "int32", "optional", "-128"),
+        ("clamp_max", 5, "int32", "optional", "127"),
+    ),
+    "QuantizeParams": (("layer", 4, "LayerQuantizeParams", "repeated", None),),
+    "CompressionAlgo": (
+        ("type", 1, "int32", "optional", "0"),  # enum CompressionType, QUANTIZE = 0 on the wire
+        ("quant_params", 2, "QuantizeParams", "optional", None),
+    ),
+    "Pipeline": (
+        ("version", 1, "string", "required", "0.0.0"),
+        ("algo", 2, "CompressionAlgo", "repeated", None),
+    ),
+}
+
+
 @functools.cache
 def _pipeline_class() -> type:
-    """The ``MNN.Compression.Pipeline`` message class, built from the fields this module writes
-    (field numbers and defaults as in MNN's tools/converter/source/compression/
-    MNN_compression.proto)."""
+    """The ``MNN.Compression.Pipeline`` message class, built from ``_SCHEMA``."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     field = descriptor_pb2.FieldDescriptorProto
-    optional, required, repeated = field.LABEL_OPTIONAL, field.LABEL_REQUIRED, field.LABEL_REPEATED
-    prefix = ".MNN.Compression."
-
-    def add(message, name, number, kind, label=optional, type_name=None, default=None):
-        f = message.field.add(name=name, number=number, type=kind, label=label)
-        if type_name:
-            f.type_name = prefix + type_name
-        if default is not None:
-            f.default_value = default
-
+    scalars = {"string": field.TYPE_STRING, "int32": field.TYPE_INT32, "float": field.TYPE_FLOAT}
+    labels = {"optional": field.LABEL_OPTIONAL, "required": field.LABEL_REQUIRED,
+              "repeated": field.LABEL_REPEATED}  # fmt: skip
     proto = descriptor_pb2.FileDescriptorProto(
         name="nanodet_deploy/MNN_compression.proto", package="MNN.Compression", syntax="proto2"
     )
-    layer = proto.message_type.add(name="LayerQuantizeParams")
-    activation = layer.nested_type.add(name="ActivationParams")
-    add(activation, "name", 1, field.TYPE_STRING, required)
-    add(activation, "bits", 2, field.TYPE_INT32, default="8")
-    add(activation, "scales", 3, field.TYPE_FLOAT, repeated)
-    add(activation, "zero_point", 4, field.TYPE_INT32, default="0")
-    add(activation, "clamp_min", 5, field.TYPE_INT32, default="-128")
-    add(activation, "clamp_max", 6, field.TYPE_INT32, default="127")
-    weight = layer.nested_type.add(name="WeightParams")
-    add(weight, "name", 1, field.TYPE_STRING, required)
-    add(weight, "bits", 2, field.TYPE_INT32, default="8")
-    add(weight, "scales", 3, field.TYPE_FLOAT, repeated)
-    add(weight, "clamp_min", 4, field.TYPE_INT32, default="-128")
-    add(weight, "clamp_max", 5, field.TYPE_INT32, default="127")
-    add(layer, "input", 1, field.TYPE_MESSAGE, repeated, "LayerQuantizeParams.ActivationParams")
-    add(layer, "weight", 2, field.TYPE_MESSAGE, repeated, "LayerQuantizeParams.WeightParams")
-    add(layer, "output", 3, field.TYPE_MESSAGE, repeated, "LayerQuantizeParams.ActivationParams")
-    quant = proto.message_type.add(name="QuantizeParams")
-    add(quant, "layer", 4, field.TYPE_MESSAGE, repeated, "LayerQuantizeParams")
-    algo = proto.message_type.add(name="CompressionAlgo")
-    add(algo, "type", 1, field.TYPE_INT32, default="0")  # enum CompressionType: QUANTIZE = 0
-    add(algo, "quant_params", 2, field.TYPE_MESSAGE, type_name="QuantizeParams")
-    pipeline = proto.message_type.add(name="Pipeline")
-    add(pipeline, "version", 1, field.TYPE_STRING, required, default="0.0.0")
-    add(pipeline, "algo", 2, field.TYPE_MESSAGE, repeated, "CompressionAlgo")
+    messages = {}
+    for full_name, fields in _SCHEMA.items():
+        parent, _, name = full_name.rpartition(".")
+        siblings = messages[parent].nested_type if parent else proto.message_type
+        message = messages[full_name] = siblings.add(name=name)
+        for name, number, kind, label, default in fields:
+            f = message.field.add(name=name, number=number, label=labels[label])
+            if kind in scalars:
+                f.type = scalars[kind]
+            else:
+                f.type, f.type_name = field.TYPE_MESSAGE, ".MNN.Compression." + kind
+            if default is not None:
+                f.default_value = default
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("MNN.Compression.Pipeline"))
