@@ -173,10 +173,17 @@ def equalize(
     return len(pairs)
 
 
-def _per_output(v: np.ndarray) -> np.ndarray:
-    """A weight scale or zero point, per output channel (axis 0) or per tensor."""
-    v = v.astype(np.float64)
-    return v.reshape(-1, 1, 1, 1) if v.ndim else v
+def dequantized(inits: dict[str, np.ndarray], node: onnx.NodeProto) -> np.ndarray:
+    """The float64 value of a DequantizeLinear ``node`` of an initializer: ``(q - zero) * scale``,
+    per tensor or per channel along the node's axis."""
+    q = inits[node.input[0]].astype(np.float64)
+    scale = inits[node.input[1]].astype(np.float64)
+    zero = inits[node.input[2]].astype(np.float64) if len(node.input) > 2 else np.zeros(())
+    if scale.ndim:
+        shape = [1] * q.ndim
+        shape[next((a.i for a in node.attribute if a.name == "axis"), 1) % q.ndim] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape) if zero.ndim else zero
+    return (q - zero) * scale
 
 
 def correct_bias(
@@ -194,9 +201,7 @@ def correct_bias(
     for node in quantized.graph.node:
         dq = makers.get(node.input[1]) if node.op_type == "Conv" else None
         if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in q_inits:
-            w_q = q_inits[dq.input[0]].astype(np.float64)
-            zero = q_inits[dq.input[2]] if len(dq.input) > 2 else np.zeros(())
-            q_weights[node.name] = (w_q - _per_output(zero)) * _per_output(q_inits[dq.input[1]])
+            q_weights[node.name] = dequantized(q_inits, dq)
     inits = {i.name: i for i in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name in q_weights
              and len(n.input) > 2 and n.input[2] in inits]  # fmt: skip

@@ -40,6 +40,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from nanodet_deploy.exporters import int8_rewrite
 from nanodet_deploy.exporters.errors import ExportError
 
 MNN_ZERO_SHIFT = 128  # onnxruntime uint8 zero point -> MNN int8 zero point
@@ -93,7 +94,7 @@ def float_twin(qdq: onnx.ModelProto) -> FloatTwin:
     makers = {out: node for node in qdq.graph.node for out in node.output}
     activations: dict[str, tuple[float, int]] = {}  # float tensor -> (scale, uint8 zero point)
     renamed: dict[str, str] = {}  # DequantizeLinear output -> the float tensor it stands for
-    dequantized: dict[str, np.ndarray] = {}  # DequantizeLinear output of a weight / bias
+    constants: dict[str, np.ndarray] = {}  # DequantizeLinear output of a weight / bias: value
     weight_scales: dict[str, np.ndarray] = {}
     dropped: set[int] = set()
     for k, node in enumerate(qdq.graph.node):
@@ -102,7 +103,7 @@ def float_twin(qdq: onnx.ModelProto) -> FloatTwin:
                                           _zero_point(inits, node))  # fmt: skip
             dropped.add(k)
         elif node.op_type == "DequantizeLinear" and node.input[0] in inits:
-            dequantized[node.output[0]] = _dequantize(inits, node)
+            constants[node.output[0]] = int8_rewrite.dequantized(inits, node).astype(np.float32)
             if inits[node.input[0]].dtype == np.int8:  # a weight (biases are int32)
                 weight_scales[node.output[0]] = np.atleast_1d(inits[node.input[1]])
             dropped.add(k)
@@ -131,7 +132,7 @@ def float_twin(qdq: onnx.ModelProto) -> FloatTwin:
         nodes.append(node)
     used = {name for node in nodes for name in node.input}
     initializers = [i for i in qdq.graph.initializer if i.name in used]
-    initializers += [numpy_helper.from_array(v, k) for k, v in dequantized.items() if k in used]
+    initializers += [numpy_helper.from_array(v, k) for k, v in constants.items() if k in used]
     graph = helper.make_graph(nodes, qdq.graph.name, qdq.graph.input, qdq.graph.output,
                               initializers)  # fmt: skip
     model = helper.make_model(graph, opset_imports=qdq.opset_import)
@@ -167,20 +168,6 @@ def _zero_point(inits: dict[str, np.ndarray], node: onnx.NodeProto) -> int:
     if zero.dtype != np.uint8:
         raise ExportError(f"QDQ model: {node.name} has {zero.dtype} activations, expected uint8")
     return int(_scalar(zero, node, "zero point"))
-
-
-def _dequantize(inits: dict[str, np.ndarray], node: onnx.NodeProto) -> np.ndarray:
-    """A DequantizeLinear of an initializer, computed: ``(q - zero) * scale`` along its axis."""
-    q = inits[node.input[0]].astype(np.float64)
-    scale = inits[node.input[1]].astype(np.float64)
-    zero = inits[node.input[2]].astype(np.float64) if len(node.input) > 2 else np.zeros(())
-    if scale.ndim:
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % q.ndim
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale = scale.reshape(shape)
-        zero = zero.reshape(shape) if zero.ndim else zero
-    return ((q - zero) * scale).astype(np.float32)
 
 
 # MNN_compression.proto (MNN: tools/converter/source/compression/), the fields this module writes:

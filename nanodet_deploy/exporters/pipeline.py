@@ -334,7 +334,6 @@ def _mnn_int8_from_onnx(tmp: Path, meta: ExportMeta, onnx_int8: int8_step.OnnxIn
     """MNN int8 with the onnxruntime int8 model's scales (exporters/mnn_int8.py)."""
     from nanodet_deploy.exporters.mnn_int8 import mnn_int8_from_onnx
 
-    converter("mnn")  # the MNN package is installed
     int8 = mnn_int8_from_onnx(onnx_int8.path, tmp / "model.int8.mnn", input_name=meta.input_name,
                               output_name=meta.output_name)  # fmt: skip
     return int8.to_meta()
